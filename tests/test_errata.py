@@ -1,0 +1,28 @@
+import re
+
+import pytest
+
+import utils
+from conftest import CHAPTERS
+
+
+def test_errata_rows_are_complete_and_ids_unique():
+    frame = utils.load_errata()
+    assert len(frame) > 0
+    assert frame["id"].is_unique
+    for column in utils.errata.ERRATA_COLUMNS:
+        assert (frame[column].str.strip() != "").all(), f"empty {column!r} in data/errata.csv"
+    assert set(frame["document"]) <= {"000", "001", "002", "003", "004"}
+
+
+def test_every_errata_row_points_at_an_existing_chapter():
+    chapters = {p.name[:2] for p in CHAPTERS.glob("[0-9][0-9]_*.ipynb")}
+    for _, row in utils.load_errata().iterrows():
+        assert row["chapter"] in chapters, f"{row['id']} points at chapter {row['chapter']}, which does not exist"
+        assert re.match(r"^\d\d §", row["shown_in"]), f"{row['id']}: shown_in should read 'NN § section'"
+
+
+def test_load_errata_filters_by_chapter_and_validates():
+    assert set(utils.load_errata("02")["chapter"]) == {"02"}
+    with pytest.raises(ValueError, match="two-digit"):
+        utils.load_errata("2")

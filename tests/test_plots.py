@@ -1,0 +1,43 @@
+import matplotlib
+import pytest
+
+import utils
+
+matplotlib.use("Agg")
+
+
+def history(framework="torch", scale=1.0):
+    h = utils.History(framework=framework)
+    for i in range(4):
+        h.log(loss=scale / (i + 1), val_loss=scale / (i + 1) + 0.1, accuracy=0.5 + 0.1 * i)
+    return h
+
+
+def test_plot_history_draws_train_and_validation_per_metric():
+    fig = utils.plot_history(history(), metrics=["loss", "accuracy"])
+    loss_ax, acc_ax = fig.axes
+    assert [line.get_label() for line in loss_ax.lines] == ["train", "validation"]
+    assert list(loss_ax.lines[0].get_ydata()) == history()["loss"]
+    assert len(acc_ax.lines) == 1 and acc_ax.get_xlabel() == "epoch"
+
+
+def test_plot_history_compares_several_runs_with_labels():
+    fig = utils.plot_history({"PyTorch": history(), "Keras": history("keras", 2.0)}, log_y=True)
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels == ["PyTorch train", "PyTorch validation", "Keras train", "Keras validation"]
+    assert fig.axes[0].get_yscale() == "log"
+
+
+def test_plot_history_rejects_bad_input():
+    with pytest.raises(KeyError, match="No run recorded 'f1'"):
+        utils.plot_history(history(), metrics=["f1"])
+    with pytest.raises(TypeError):
+        utils.plot_history({"a": {"loss": [1, 2]}})
+    with pytest.raises(ValueError, match="Nothing to plot"):
+        utils.plot_history({})
+
+
+def test_use_course_style_sets_grid_and_palette():
+    utils.use_course_style()
+    assert matplotlib.rcParams["axes.grid"] is True
+    assert matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][0] == utils.COLORS[0]

@@ -1,0 +1,36 @@
+"""Large Models Workbook — the small toolbox every chapter imports.
+
+Importing ``utils`` never imports TensorFlow; the TensorFlow helpers load it on first use.
+
+Modules: ``device`` (devices, seeds, TF set-up, environment report), ``params`` (parameter
+counting), ``data`` (offline datasets and loaders), ``training`` / ``training_keras``
+(``fit``, ``evaluate``, ``fit_keras``), ``history``, ``plots``, ``widgets``, ``errata``.
+"""
+
+from .data import (
+    DATA_DIR,
+    Split,
+    data_path,
+    load_breast_cancer_split,
+    load_diabetes_split,
+    load_digits_split,
+    to_tf_dataset,
+    to_torch_loader,
+)
+from .device import configure_tensorflow, environment_report, get_device, set_seed
+from .errata import load_errata, show_errata
+from .history import History
+from .params import count_parameters, transformer_param_count
+from .plots import COLORS, plot_history, use_course_style
+from .training import NonFiniteLossError, evaluate, fit, predict
+from .training_keras import fit_keras
+from .widgets import Panel, make_panel
+
+__all__ = [
+    "COLORS", "DATA_DIR", "History", "NonFiniteLossError", "Panel", "Split",
+    "configure_tensorflow", "count_parameters", "data_path", "environment_report", "evaluate",
+    "fit", "fit_keras", "get_device", "load_breast_cancer_split", "load_diabetes_split",
+    "load_digits_split", "load_errata", "make_panel", "plot_history", "predict", "set_seed",
+    "show_errata", "to_tf_dataset", "to_torch_loader", "transformer_param_count", "use_course_style",
+]
+__version__ = "0.1.0"
