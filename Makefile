@@ -14,7 +14,7 @@ ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 # Use the kernel installed in .venv, never a user-level "python3" kernel from elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
 
-.PHONY: help install lab test test-fast nbval strip clean
+.PHONY: help install lab test test-fast nbval strip clean bench
 
 help:
 	@echo "make lab        set up .venv (first time) and open the course in JupyterLab"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-fast  utils unit tests and notebook hygiene only (no chapter execution)"
 	@echo "make nbval      execute every chapter with nbval (pytest --nbval-lax chapters/)"
 	@echo "make strip      strip outputs and metadata from chapters/*.ipynb before committing"
+	@echo "make bench      measure chapters and training loops, rewrite BENCHMARKS.md (not part of make test)"
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,3 +51,6 @@ strip: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py

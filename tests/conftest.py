@@ -1,10 +1,14 @@
-"""Shared test set-up: quiet TensorFlow, a non-interactive matplotlib backend, repo paths."""
+"""Shared test set-up: quiet TensorFlow, repo paths.
+
+MPLBACKEND is deliberately not set here: kernels started by the tests (papermill, JupyterLab)
+inherit the environment and must keep the inline backend, or figures become text. Test modules
+that draw call ``matplotlib.use("Agg")`` themselves.
+"""
 
 import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 

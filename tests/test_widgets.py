@@ -69,3 +69,12 @@ def test_panel_needs_controls_and_a_callable():
         utils.make_panel(lambda: 1)
     with pytest.raises(TypeError, match="callable"):
         utils.Panel("fn", {"x": (0, 1, 1)})
+
+
+def test_hold_changes_several_controls_and_runs_once():
+    panel = utils.make_panel(lambda a, b: a + b, a=(0, 10, 1, 1), b=(0, 10, 1, 2))
+    with panel.hold():
+        panel.controls["a"].value = 5
+        panel.controls["b"].value = 7
+        assert panel.runs == 1  # nothing ran inside the block
+    assert panel.runs == 2 and panel.result == 12

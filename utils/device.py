@@ -91,8 +91,7 @@ def configure_tensorflow(*, quiet: bool = True) -> Any:
         # hides the "failed call to cuInit" ERROR line, which only says there is no GPU.
         no_driver = not os.path.exists("/proc/driver/nvidia/version")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if no_driver else "2")
-    import tensorflow as tf  # noqa: PLC0415 - deliberately lazy
-
+    tf = _import_tensorflow(quiet=quiet)
     if _TF_CONFIGURED:
         return tf
     if quiet:
@@ -105,6 +104,40 @@ def configure_tensorflow(*, quiet: bool = True) -> Any:
             # be set before that. Nothing is broken, TF just keeps its default allocator.
             pass
     _TF_CONFIGURED = True
+    return tf
+
+
+# Lines TensorFlow's C++ runtime writes to stderr while it is imported, before any setting can
+# silence them; on a machine without an NVIDIA GPU they only say that there is no GPU.
+_HARMLESS_TF_STARTUP_LINES = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "Could not find cuda drivers on your machine, GPU will not be used",
+)
+
+
+def _import_tensorflow(*, quiet: bool) -> Any:
+    """Import TensorFlow; with ``quiet``, drop only the known-harmless start-up lines from stderr."""
+    if "tensorflow" in sys.modules or not quiet:
+        import tensorflow as tf  # noqa: PLC0415 - deliberately lazy
+
+        return tf
+    import tempfile
+
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf  # noqa: PLC0415
+        finally:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", errors="replace").splitlines()
+            kept = [line for line in lines
+                    if line.strip() and not any(h in line for h in _HARMLESS_TF_STARTUP_LINES)]
+            if kept:  # anything else (e.g. a CUDA library that failed to load) is shown as usual
+                print("\n".join(kept), file=sys.stderr)
     return tf
 
 

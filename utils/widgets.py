@@ -7,8 +7,9 @@ the function once when built, so an executed notebook shows a first result.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 __all__ = ["Panel", "make_panel"]
 
@@ -71,9 +72,10 @@ class Panel:
         self.error: BaseException | None = None
         self.runs = 0
         self.auto = auto
+        self._held = False
         if auto:
             for widget in self.controls.values():
-                widget.observe(lambda change: self.run(), names="value")
+                widget.observe(lambda change: None if self._held else self.run(), names="value")
         header = [W.HTML(f"<b>{title}</b>")] if title else []
         self.widget = W.VBox(header + [W.HBox(list(self.controls.values()) + [self.button],
                                               layout=W.Layout(flex_flow="row wrap")), self.output])
@@ -106,6 +108,22 @@ class Panel:
                 self.result = None
                 print("".join(traceback.format_exception_only(type(exc), exc)).strip())
         return self.result
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator["Panel"]:
+        """Change several controls, then run ``fn`` once on leaving the block.
+
+        Example:
+            >>> with panel.hold():
+            ...     panel.controls["lr"].value = 0.1
+            ...     panel.controls["steps"].value = 50
+        """
+        self._held = True
+        try:
+            yield self
+        finally:
+            self._held = False
+        self.run()
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
