@@ -1,0 +1,315 @@
+"""Models reused across chapters: ``TinyGPT``, a small GPT-2-style decoder-only Transformer.
+
+The layout follows GPT-2 (Radford et al., 2019) as nanoGPT writes it: learned token and
+position embeddings, ``n_layer`` pre-norm blocks (LayerNorm → causal self-attention →
+residual, LayerNorm → MLP → residual), a final LayerNorm and an output head that shares
+its weight with the token embedding. Its parameter count equals
+:func:`utils.transformer_param_count` for the same configuration.
+
+Attention uses ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels on
+CPU and GPU) when PyTorch has it, and an explicit masked softmax otherwise; both compute
+the same numbers, and a test checks that they do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["GPTConfig", "TinyGPT"]
+
+
+@dataclass
+class GPTConfig:
+    """Size of a :class:`TinyGPT`.
+
+    Attributes:
+        vocab_size: number of token ids; inputs must lie in ``[0, vocab_size)``.
+        n_layer: Transformer blocks.
+        n_head: attention heads per block; must divide ``d_model``.
+        d_model: width of the residual stream (embedding size).
+        block_size: longest context the model accepts (number of position embeddings).
+        dropout: dropout probability after attention weights, attention output and MLP, in ``[0, 1)``.
+        bias: whether Linear layers and LayerNorms have biases (GPT-2: yes).
+
+    Example:
+        >>> GPTConfig(vocab_size=65, n_layer=2, n_head=4, d_model=64, block_size=32).head_size
+        16
+    """
+
+    vocab_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    block_size: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layer", "n_head", "d_model", "block_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"GPTConfig.{name} must be an int, got {type(value).__name__} ({value!r})")
+            if value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be positive, got {value}")
+        if self.d_model % self.n_head != 0:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}): each head gets "
+                f"d_model // n_head dimensions. Try n_head in {_divisors(self.d_model)}."
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise TypeError(f"GPTConfig.dropout must be a number, got {type(self.dropout).__name__}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"GPTConfig.bias must be True or False, got {self.bias!r}")
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.n_head
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, min(n, 64) + 1) if n % k == 0]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position t only sees positions ≤ t."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)  # fused Q, K, V
+        self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        # Feature detection, not a flag: fused attention exists in PyTorch ≥ 2.0.
+        self.use_sdpa = hasattr(F, "scaled_dot_product_attention")
+        # The mask for the manual path is a buffer (moves with .to(), is not a parameter, not saved).
+        mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
+        self.register_buffer("causal_mask", mask.view(1, 1, config.block_size, config.block_size),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_size)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.use_sdpa:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+            att = att.masked_fill(~self.causal_mask[:, :, :T, :T], float("-inf"))
+            att = self.attn_dropout(F.softmax(att, dim=-1))
+            y = att @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: d → 4d → GELU → d."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class TinyGPT(nn.Module):
+    """A GPT-2-style language model small enough to train on a laptop CPU.
+
+    ``forward(idx, targets=None)`` returns ``(logits, loss)``: logits of shape
+    ``(B, T, vocab_size)`` for the next token at every position, and the mean
+    cross-entropy over all ``B·T`` positions when ``targets`` (same shape as ``idx``) are
+    given, else ``None``. That is the ``(output, loss)`` pair :func:`utils.fit` expects
+    with ``loss_fn=None``.
+
+    Example:
+        >>> model = TinyGPT(GPTConfig(vocab_size=10, n_layer=1, n_head=2, d_model=16, block_size=8))
+        >>> logits, loss = model(torch.zeros(2, 8, dtype=torch.long), torch.zeros(2, 8, dtype=torch.long))
+        >>> logits.shape, loss.ndim
+        (torch.Size([2, 8, 10]), 0)
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"TinyGPT needs a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.d_model),   # token embedding
+            wpe=nn.Embedding(config.block_size, config.d_model),   # learned position embedding
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.d_model, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf, 2017): the output head reuses the token embedding matrix.
+        self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of the projections that write into the residual stream by
+        # 1/sqrt(2·n_layer), so the residual's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Parameters, counted once each (the tied head is not counted twice).
+
+        ``non_embedding=True`` leaves out the token and position embeddings, the count
+        Kaplan et al. (2020) use in their scaling laws.
+
+        Example:
+            >>> TinyGPT(GPTConfig(vocab_size=10, n_layer=1, n_head=1, d_model=8, block_size=4)).num_parameters()
+            1000
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+        return n
+
+    def parameter_groups(self, weight_decay: float = 0.1) -> list[dict[str, Any]]:
+        """Optimizer groups: weight decay on matrices (Linear, Embedding), none on biases and LayerNorms.
+
+        Example:
+            >>> opt = torch.optim.AdamW(model.parameter_groups(0.1), lr=1e-3)
+        """
+        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number ≥ 0, got {weight_decay!r}")
+        params = list(self.parameters())  # de-duplicated: the tied weight appears once
+        return [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": float(weight_decay)},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    def _check_idx(self, idx: Any, name: str = "idx", crop: bool = False) -> None:
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(idx).__name__}")
+        if idx.ndim != 2:
+            raise ValueError(
+                f"{name} must have shape (batch, sequence_length), got shape {tuple(idx.shape)}; "
+                "for a single sequence use idx[None, :]"
+            )
+        if idx.dtype != torch.long:
+            raise TypeError(f"{name} must hold token ids as torch.long (int64), got {idx.dtype}; use {name}.long()")
+        if idx.shape[1] == 0:
+            raise ValueError(f"{name} is empty: give at least one token per sequence")
+        if not crop and idx.shape[1] > self.config.block_size:
+            raise ValueError(
+                f"Sequence length {idx.shape[1]} is longer than block_size={self.config.block_size}: "
+                f"the model has only {self.config.block_size} position embeddings. "
+                f"Feed the last {self.config.block_size} tokens ({name}[:, -block_size:])."
+            )
+        if idx.numel():
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"{name} contains token id {bad}, outside [0, vocab_size={self.config.vocab_size}): "
+                    "was the text encoded with a tokenizer of a different vocabulary?"
+                )
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for the next token at every position, and the loss if ``targets`` are given."""
+        self._check_idx(idx)
+        if targets is not None:
+            self._check_idx(targets, "targets")
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}")
+        T = idx.shape[1]
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Extend ``idx`` (shape ``(B, T)``) by ``max_new_tokens`` sampled tokens.
+
+        Each step feeds the last ``block_size`` tokens, divides the last logits by
+        ``temperature`` (> 0; lower is greedier), keeps the ``top_k`` most likely tokens
+        if given, and samples from the softmax. ``top_k=1`` is greedy decoding and
+        deterministic. Pass a seeded ``torch.Generator`` for reproducible samples. The
+        model runs in eval mode (no dropout) and its mode is restored afterwards.
+
+        Example:
+            >>> out = model.generate(torch.zeros(1, 1, dtype=torch.long), 20, temperature=0.8, top_k=10)
+            >>> out.shape
+            torch.Size([1, 21])
+        """
+        self._check_idx(idx, crop=True)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int ≥ 0, got {max_new_tokens!r}")
+        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                or not math.isfinite(temperature) or temperature <= 0):
+            raise ValueError(
+                f"temperature must be a finite number > 0, got {temperature!r}; "
+                "for greedy decoding use top_k=1"
+            )
+        if top_k is not None:
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                raise ValueError(f"top_k must be None or an int ≥ 1, got {top_k!r}")
+            top_k = min(top_k, self.config.vocab_size)
+        was_training = self.training
+        self.eval()
+        try:
+            for _ in range(max_new_tokens):
+                idx_cond = idx[:, -self.config.block_size:]
+                logits, _ = self(idx_cond)
+                logits = logits[:, -1, :].float() / temperature
+                if top_k == 1:  # greedy: no randomness at all
+                    next_id = logits.argmax(dim=-1, keepdim=True)
+                else:
+                    if top_k is not None:
+                        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    probs = F.softmax(logits, dim=-1)
+                    next_id = torch.multinomial(probs, num_samples=1, generator=generator)
+                idx = torch.cat((idx, next_id), dim=1)
+        finally:
+            self.train(was_training)
+        return idx
