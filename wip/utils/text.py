@@ -237,9 +237,9 @@ def embed_texts(
     model you changed (no caching).
 
     Example:
-        >>> E = embed_texts(["Where is my order?", "Track my parcel please"])
-        >>> E.shape, round(float(E[0] @ E[1]), 2) > 0.5
-        ((2, 384), True)
+        >>> E = embed_texts(["Where is my order?", "Track my parcel please", "Do you sell tents?"])
+        >>> E.shape, bool(E[0] @ E[1] > E[0] @ E[2])  # rows are unit vectors: dot = cosine
+        ((3, 384), True)
     """
     items = _check_texts(texts)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
