@@ -5,7 +5,7 @@ Importing ``utils`` never imports TensorFlow; the TensorFlow helpers load it on 
 Modules: ``device`` (devices, seeds, TF set-up, environment report), ``params`` (parameter
 counting), ``data`` (offline datasets and loaders), ``training`` / ``training_keras``
 (``fit``, ``evaluate``, ``fit_keras``), ``history``, ``metrics`` (accuracy, precision, recall, F1, confusion matrix),
-``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun).
+``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun), ``models`` (``TinyGPT``, chapter 10).
 """
 
 from .data import (
@@ -22,6 +22,7 @@ from .device import configure_tensorflow, environment_report, get_device, set_se
 from .errata import load_errata, show_errata
 from . import distributed, metrics
 from .history import History
+from .models import GPTConfig, TinyGPT
 from .params import count_parameters, transformer_param_count
 from .plots import COLORS, plot_history, use_course_style
 from .training import NonFiniteLossError, evaluate, fit, predict
@@ -29,10 +30,10 @@ from .training_keras import fit_keras
 from .widgets import Panel, make_panel
 
 __all__ = [
-    "COLORS", "DATA_DIR", "History", "NonFiniteLossError", "Panel", "Split",
+    "COLORS", "DATA_DIR", "GPTConfig", "History", "NonFiniteLossError", "Panel", "Split",
     "configure_tensorflow", "count_parameters", "data_path", "environment_report", "evaluate",
     "fit", "fit_keras", "get_device", "load_breast_cancer_split", "load_diabetes_split",
     "load_digits_split", "load_errata", "make_panel", "metrics", "distributed", "plot_history", "predict", "set_seed",
-    "show_errata", "to_tf_dataset", "to_torch_loader", "transformer_param_count", "use_course_style",
+    "show_errata", "TinyGPT", "to_tf_dataset", "to_torch_loader", "transformer_param_count", "use_course_style",
 ]
 __version__ = "0.1.0"
