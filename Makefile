@@ -13,6 +13,9 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 # Use the kernel installed in .venv, never a user-level "python3" kernel from elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
+# The pretrained model ships in a pip package (chapter 11): never ask the Hugging Face Hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: help install lab test test-fast nbval strip clean bench
 

@@ -5,7 +5,8 @@ Importing ``utils`` never imports TensorFlow; the TensorFlow helpers load it on 
 Modules: ``device`` (devices, seeds, TF set-up, environment report), ``params`` (parameter
 counting), ``data`` (offline datasets and loaders), ``training`` / ``training_keras``
 (``fit``, ``evaluate``, ``fit_keras``), ``history``, ``metrics`` (accuracy, precision, recall, F1, confusion matrix),
-``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun), ``models`` (``TinyGPT``, chapter 10).
+``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun), ``models`` (``TinyGPT``, chapter 10), ``text`` (pretrained encoder,
+text classifiers, LoRA; chapter 11 — imports ``transformers`` only on first use).
 """
 
 from .data import (
@@ -23,6 +24,7 @@ from .errata import load_errata, show_errata
 from . import distributed, metrics
 from .history import History
 from .models import GPTConfig, TinyGPT
+from .text import TextClassifier, load_pretrained_encoder, train_text_classifier
 from .params import count_parameters, transformer_param_count
 from .plots import COLORS, plot_history, use_course_style
 from .training import NonFiniteLossError, evaluate, fit, predict
@@ -30,10 +32,11 @@ from .training_keras import fit_keras
 from .widgets import Panel, make_panel
 
 __all__ = [
-    "COLORS", "DATA_DIR", "GPTConfig", "History", "NonFiniteLossError", "Panel", "Split",
+    "COLORS", "DATA_DIR", "GPTConfig", "History", "NonFiniteLossError", "Panel", "Split", "TextClassifier",
     "configure_tensorflow", "count_parameters", "data_path", "environment_report", "evaluate",
     "fit", "fit_keras", "get_device", "load_breast_cancer_split", "load_diabetes_split",
     "load_digits_split", "load_errata", "make_panel", "metrics", "distributed", "plot_history", "predict", "set_seed",
-    "show_errata", "TinyGPT", "to_tf_dataset", "to_torch_loader", "transformer_param_count", "use_course_style",
+    "show_errata", "TinyGPT", "to_tf_dataset", "to_torch_loader", "train_text_classifier", "transformer_param_count", "use_course_style",
+    "load_pretrained_encoder",
 ]
 __version__ = "0.1.0"
