@@ -43,3 +43,12 @@ def test_to_dataframe_has_one_row_per_epoch():
     assert list(frame.index) == [1, 2, 3]
     assert frame.loc[3, "loss"] == 0.3
     assert set(frame.columns) == {"loss", "val_loss", "accuracy", "val_accuracy"}
+
+
+def test_early_stopping_fields_default_to_none_and_show_in_repr():
+    h = utils.History()
+    assert h.stopped_epoch is None and h.best_epoch is None
+    h.log(loss=1.0)
+    assert "stopped_epoch" not in repr(h)
+    h.stopped_epoch, h.best_epoch = 4, 2
+    assert "stopped_epoch=4" in repr(h) and "best_epoch=2" in repr(h)

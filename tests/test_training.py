@@ -195,8 +195,16 @@ def test_progress_is_quiet_under_ci(monkeypatch):
     assert utils.training.progress_enabled(True) and not utils.training.progress_enabled(False)
 
 
-def test_resolve_amp_picks_bf16_on_cpu():
+def test_resolve_amp_auto_uses_bf16_on_cpu_only_with_native_support(monkeypatch):
+    assert isinstance(utils.training.cpu_has_fast_bf16(), bool)
+    monkeypatch.setattr(utils.training, "cpu_has_fast_bf16", lambda: True)
     assert utils.training.resolve_amp("auto", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(utils.training, "cpu_has_fast_bf16", lambda: False)
+    assert utils.training.resolve_amp("auto", torch.device("cpu")) is None
+    assert utils.training.resolve_amp("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_resolve_amp_explicit_formats_and_off():
     assert utils.training.resolve_amp(None, torch.device("cpu")) is None
     assert utils.training.resolve_amp("fp16", torch.device("cpu")) == torch.float16
 

@@ -27,6 +27,10 @@ class History:
 
     framework: str = "torch"
     values: dict[str, list[float]] = field(default_factory=dict)
+    #: epoch at which early stopping ended training (1-based), ``None`` if it ran to the end
+    stopped_epoch: int | None = None
+    #: epoch whose weights :func:`utils.fit` restored (``restore_best=True``), else ``None``
+    best_epoch: int | None = None
 
     def log(self, **values: float) -> None:
         """Append one epoch of values (missing names are padded with NaN)."""
@@ -78,4 +82,6 @@ class History:
 
     def __repr__(self) -> str:
         last = {k: round(v[-1], 4) for k, v in self.values.items() if v}
-        return f"History(framework={self.framework!r}, epochs={self.num_epochs}, last={last})"
+        extra = "".join(f", {name}={getattr(self, name)}" for name in ("stopped_epoch", "best_epoch")
+                        if getattr(self, name) is not None)
+        return f"History(framework={self.framework!r}, epochs={self.num_epochs}, last={last}{extra})"
