@@ -57,8 +57,8 @@ def keras_model(kind: str, **compile_kwargs):
 
 
 # ---------------------------------------------------------------- contenders: each returns seconds for EPOCHS epochs
-def plain_loop(kind: str, X: np.ndarray, y: np.ndarray) -> float:
-    model = torch_model(kind)
+def plain_loop(kind: str, X: np.ndarray, y: np.ndarray, device: str = "cpu") -> float:
+    model = torch_model(kind).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     loader = utils.to_torch_loader(X, y, batch_size=BATCH_SIZE, shuffle=True)
@@ -67,6 +67,7 @@ def plain_loop(kind: str, X: np.ndarray, y: np.ndarray) -> float:
         model.train()
         total = 0.0
         for xb, yb in loader:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             loss = loss_fn(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -81,15 +82,24 @@ def plain_loop(kind: str, X: np.ndarray, y: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def utils_fit(kind: str, X: np.ndarray, y: np.ndarray) -> float:
+def utils_fit(kind: str, X: np.ndarray, y: np.ndarray, device: str = "cpu", amp: str | None = None) -> float:
     model = torch_model(kind)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = utils.to_torch_loader(X, y, batch_size=BATCH_SIZE, shuffle=True)
-    kwargs = dict(loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, device="cpu", progress=False)
+    kwargs = dict(loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, device=device, amp=amp, progress=False)
     utils.fit(model, loader, num_epochs=1, **kwargs)  # warm-up
     start = time.perf_counter()
     utils.fit(model, loader, num_epochs=EPOCHS, **kwargs)
     return time.perf_counter() - start
+
+
+def gpu_contenders() -> dict[str, Callable]:
+    """Section 5 (CUDA only): the PyTorch contenders on the GPU, and utils.fit with mixed precision."""
+    return {
+        "plain PyTorch loop": lambda kind, X, y: plain_loop(kind, X, y, device="cuda"),
+        "utils.fit": lambda kind, X, y: utils_fit(kind, X, y, device="cuda"),
+        "utils.fit, amp='auto'": lambda kind, X, y: utils_fit(kind, X, y, device="cuda", amp="auto"),
+    }
 
 
 def keras_fit(**compile_kwargs) -> Callable[[str, np.ndarray, np.ndarray], float]:
@@ -112,29 +122,54 @@ CONTENDERS: dict[str, Callable] = {
 }
 
 
-def measure(kind: str) -> dict[str, list[float]]:
+def measure(kind: str, contenders: dict[str, Callable] | None = None, rounds: int = ROUNDS) -> dict[str, list[float]]:
+    contenders = CONTENDERS if contenders is None else contenders
     split = utils.load_digits_split(seed=0)
     X, y = split.X_train, split.y_train
-    names = list(CONTENDERS)
+    names = list(contenders)
     samples_per_s: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
         order = names[round_ % len(names):] + names[: round_ % len(names)]
         for name in order:
             utils.set_seed(round_)
-            seconds = CONTENDERS[name](kind, X, y)
+            seconds = contenders[name](kind, X, y)
             samples_per_s[name].append(len(X) * EPOCHS / seconds)
-        print(f"  {kind} round {round_ + 1}/{ROUNDS} done", flush=True)
+        print(f"  {kind} round {round_ + 1}/{rounds} done", flush=True)
     return samples_per_s
 
 
-def markdown(results: dict[str, dict[str, list[float]]]) -> str:
+PAIR_ROUNDS = 11
+
+
+def paired_overhead(kind: str, rounds: int = PAIR_ROUNDS) -> list[float]:
+    """``utils.fit``/plain throughput ratios from back-to-back pairs (order alternating ABBA).
+
+    Runs of half a second drift by ±10-15 % on a shared 2-core machine, more than the overhead
+    being measured; a ratio taken within each pair cancels most of that drift.
+    """
+    split = utils.load_digits_split(seed=0)
+    X, y = split.X_train, split.y_train
+    ratios = []
+    for round_ in range(rounds):
+        utils.set_seed(round_)
+        if round_ % 2 == 0:
+            plain, fit_ = plain_loop(kind, X, y), utils_fit(kind, X, y)
+        else:
+            fit_, plain = utils_fit(kind, X, y), plain_loop(kind, X, y)
+        ratios.append(plain / fit_)  # seconds plain / seconds fit = throughput fit / throughput plain
+    print(f"  {kind}: {rounds} paired plain/utils.fit runs done", flush=True)
+    return ratios
+
+
+def markdown(results: dict[str, dict[str, list[float]]], device: str = "CPU only") -> str:
     threads = f"PyTorch threads {torch.get_num_threads()}"
     tf = utils.configure_tensorflow()
     tf_threads = (f"TensorFlow intra-op threads {tf.config.threading.get_intra_op_parallelism_threads() or 'default (all cores)'}")
+    rounds = max(len(v) for samples in results.values() for v in samples.values())
     lines = [
         f"Digits training split ({len(utils.load_digits_split().X_train)} samples, 64 features, standardised), "
         f"batch size {BATCH_SIZE}, Adam(lr=1e-3), {EPOCHS} timed epochs after one untimed warm-up epoch, "
-        f"fresh model per run; {ROUNDS} interleaved rounds (order rotated each round); CPU only; {threads}, {tf_threads}.",
+        f"fresh model per run; {rounds} interleaved rounds (order rotated each round); {device}; {threads}, {tf_threads}.",
         "The plain loop does what `utils.fit` does per step: forward, loss, zero_grad, backward, step, and "
         "`loss.item()` to record the epoch loss. MLP: 64-256-256-10 (ReLU); CNN: two 3×3 convolutions "
         "(16, 32 channels), 2×2 max-pool, linear head.",
@@ -153,6 +188,10 @@ def markdown(results: dict[str, dict[str, list[float]]]) -> str:
 
 def run_all() -> dict[str, dict[str, list[float]]]:
     return {kind: measure(kind) for kind in ("mlp", "cnn")}
+
+
+def run_pairs() -> dict[str, list[float]]:
+    return {kind: paired_overhead(kind) for kind in ("mlp", "cnn")}
 
 
 if __name__ == "__main__":
