@@ -19,7 +19,7 @@ import torch
 import utils
 from utils.models import GPTConfig, TinyGPT
 
-TRAIN_SECONDS = 45.0
+TRAIN_SECONDS = 30.0
 WARMUP_STEPS = 5
 BATCH_SIZE = 16
 BLOCK_SIZE = 64

@@ -45,9 +45,12 @@ def overhead_summary(results: dict, pairs: dict) -> str:
                      "per-step cost (tf.data, op dispatch on tiny tensors). Keras's default `jit_compile=\"auto\"` vs "
                      f"`jit_compile=False`: {default:.2f} vs {per_step['Keras fit, jit_compile=False']:.2f} ms, so XLA "
                      "compilation is not the gap.")
-    lines += ["", "The `utils.fit`/plain ratio comes from paired runs (plain loop and `utils.fit` back to back, order "
-              "alternating) because single runs of half a second drift by 10–15 % here, more than the overhead "
-              "itself; the tables below (ratios of medians across rounds) carry that drift."]
+    lines += ["", f"The `utils.fit`/plain ratio comes from paired runs of {bench_training.PAIR_EPOCHS} epochs each "
+              "(plain loop and `utils.fit` back to back, order alternating, same seed): on this shared 2-core "
+              "machine single runs drift by 10–20 %, more than the overhead itself, and a ratio within a pair "
+              "cancels the slow part of that drift. The interquartile range shows what is left; a ratio whose "
+              "range includes 1.00 means no overhead could be measured. The tables below (ratios of medians "
+              "across rounds of 10 epochs) carry the drift."]
     return "\n".join(lines)
 
 
