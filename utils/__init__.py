@@ -5,8 +5,8 @@ Importing ``utils`` never imports TensorFlow; the TensorFlow helpers load it on 
 Modules: ``device`` (devices, seeds, TF set-up, environment report), ``params`` (parameter
 counting), ``data`` (offline datasets and loaders), ``training`` / ``training_keras``
 (``fit``, ``evaluate``, ``fit_keras``), ``history``, ``metrics`` (accuracy, precision, recall, F1, confusion matrix),
-``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun), ``models`` (``TinyGPT``, chapter 10), ``text`` (pretrained encoder,
-text classifiers, LoRA; chapter 11 — imports ``transformers`` only on first use).
+``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun), ``models`` (``TinyGPT``, chapter 10),
+``text`` (pretrained encoder, text classifiers, LoRA; chapter 11 — imports ``transformers`` on first use).
 """
 
 from .data import (
@@ -32,11 +32,11 @@ from .training_keras import fit_keras
 from .widgets import Panel, make_panel
 
 __all__ = [
-    "COLORS", "DATA_DIR", "GPTConfig", "History", "NonFiniteLossError", "Panel", "Split", "TextClassifier",
-    "configure_tensorflow", "count_parameters", "data_path", "environment_report", "evaluate",
-    "fit", "fit_keras", "get_device", "load_breast_cancer_split", "load_diabetes_split",
-    "load_digits_split", "load_errata", "make_panel", "metrics", "distributed", "plot_history", "predict", "set_seed",
-    "show_errata", "TinyGPT", "to_tf_dataset", "to_torch_loader", "train_text_classifier", "transformer_param_count", "use_course_style",
-    "load_pretrained_encoder",
+    "COLORS", "configure_tensorflow", "count_parameters", "DATA_DIR", "data_path", "distributed",
+    "environment_report", "evaluate", "fit", "fit_keras", "get_device", "GPTConfig", "History",
+    "load_breast_cancer_split", "load_diabetes_split", "load_digits_split", "load_errata",
+    "load_pretrained_encoder", "make_panel", "metrics", "NonFiniteLossError", "Panel", "plot_history",
+    "predict", "set_seed", "show_errata", "Split", "TextClassifier", "TinyGPT", "to_tf_dataset",
+    "to_torch_loader", "train_text_classifier", "transformer_param_count", "use_course_style",
 ]
 __version__ = "0.1.0"
