@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numbers
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from ._checks import check_bool, check_int, check_seed
 
 __all__ = [
     "Split",
@@ -58,8 +63,8 @@ class Split:
 
 def _check_fractions(val_size: float, test_size: float) -> None:
     for name, value in (("val_size", val_size), ("test_size", test_size)):
-        if not isinstance(value, (float, int)) or not 0 < value < 1:
-            raise ValueError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+            raise ValueError(f"{name} must be a fraction strictly between 0 and 1 (e.g. 0.15), got {value!r}")
     if val_size + test_size >= 1:
         raise ValueError(
             f"val_size + test_size must leave data for training, got {val_size} + {test_size} >= 1"
@@ -82,6 +87,10 @@ def _split(
     from sklearn.preprocessing import StandardScaler
 
     _check_fractions(val_size, test_size)
+    val_size, test_size = float(val_size), float(test_size)
+    if seed is not None:  # None: a different split on every call, as in scikit-learn
+        seed = check_seed("seed", seed)
+    check_bool("standardize", standardize)
     X_rest, X_test, y_rest, y_test = train_test_split(
         X, y, test_size=test_size, random_state=seed, stratify=y if stratify else None
     )
@@ -170,8 +179,15 @@ def _check_xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         X = X.detach().cpu().numpy()
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
-    X = np.asarray(X)
-    y = np.asarray(y)
+    for name, value in (("X", X), ("y", y)):
+        if value is None:
+            raise ValueError(f"{name} is None: pass an array with one row per sample.")
+    try:
+        X = np.asarray(X)
+        y = np.asarray(y)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"X or y cannot be made into an array ({error}); every sample must have the same "
+                         "shape (pad sequences to a common length first).") from None
     if X.ndim == 0 or len(X) == 0:
         raise ValueError("X is empty: pass at least one sample (first axis = samples).")
     if y.ndim == 0 or len(X) != len(y):
@@ -182,7 +198,18 @@ def _check_xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         raise TypeError(f"y must be numeric (encode string labels as integers first), got dtype {y.dtype}")
     if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
         raise ValueError("X contains NaN or infinite values: impute or drop them before training.")
+    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+        bad = int((~np.isfinite(y)).sum())
+        raise ValueError(f"y contains {bad} NaN or infinite value(s): drop those samples or fill the targets first.")
     return X, y
+
+
+def _check_loader_options(batch_size: Any, shuffle: Any, seed: Any) -> int:
+    batch_size = check_int("batch_size", batch_size)
+    check_bool("shuffle", shuffle)
+    if seed is not None:
+        check_seed("seed", seed)
+    return batch_size
 
 
 def _as_tensors(X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,7 +237,8 @@ def to_torch_loader(
     Floating ``X`` becomes float32; integer ``y`` becomes int64 class indices, floating
     ``y`` float32. ``seed`` fixes the shuffling order (``None`` = not reproducible).
     ``pin_memory`` defaults to True when CUDA is available, which lets ``fit`` copy
-    batches with ``non_blocking=True``.
+    batches with ``non_blocking=True``. NaN or infinite values in ``X`` or ``y`` are refused;
+    sizes accept NumPy integers, flags only real booleans.
 
     Example:
         >>> loader = to_torch_loader(np.zeros((10, 3)), np.arange(10), batch_size=4)
@@ -218,8 +246,11 @@ def to_torch_loader(
         [4, 4, 2]
     """
     X, y = _check_xy(X, y)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = _check_loader_options(batch_size, shuffle, seed)
+    check_bool("drop_last", drop_last)
+    num_workers = check_int("num_workers", num_workers, minimum=0)
+    if pin_memory is not None:
+        check_bool("pin_memory", pin_memory)
     X_t, y_t = _as_tensors(X, y)
     generator = None
     if shuffle and seed is not None:
@@ -254,14 +285,16 @@ def to_tf_dataset(
     from .device import configure_tensorflow
 
     X, y = _check_xy(X, y)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = _check_loader_options(batch_size, shuffle, seed)
+    check_bool("prefetch", prefetch)
+    if map_fn is not None and not callable(map_fn):
+        raise TypeError(f"map_fn must be a function or None, got {type(map_fn).__name__}")
     tf = configure_tensorflow()
     X = X.astype(np.float32) if np.issubdtype(X.dtype, np.floating) else X
     y = y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((X, y))
     if shuffle:
-        ds = ds.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(X), seed=None if seed is None else int(seed), reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if map_fn is not None:
         ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE)
@@ -276,11 +309,20 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 def data_path(name: str) -> Path:
     """Path of a file in the course's ``data/`` folder; a clear error if it is missing.
 
+    ``name`` is relative to ``data/`` (sub-folders allowed); absolute paths and ``..`` that
+    lead outside ``data/`` are refused.
+
     Example:
         >>> data_path("models.csv").name
         'models.csv'
     """
-    path = DATA_DIR / name
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a file name inside data/ such as 'models.csv', got {type(name).__name__}")
+    relative = Path(name)
+    path = DATA_DIR / relative
+    if relative.is_absolute() or not path.resolve().is_relative_to(DATA_DIR.resolve()):
+        raise ValueError(f"data_path only opens files inside the course's data/ folder ({DATA_DIR}); "
+                         f"{str(name)!r} points outside it. Pass a name relative to data/, e.g. 'errata.csv'.")
     if not path.is_file():
         raise FileNotFoundError(
             f"Course data file {name!r} not found at {path}. It ships with the repository: "

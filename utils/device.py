@@ -7,6 +7,7 @@ imported, so a PyTorch-only reader never pays for TensorFlow's start-up.
 
 from __future__ import annotations
 
+import numbers
 import os
 import platform
 import random
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ._checks import check_bool
 
 __all__ = ["get_device", "configure_tensorflow", "set_seed", "environment_report"]
 
@@ -29,7 +32,8 @@ def _mps_available() -> bool:
 def get_device(prefer: str | None = None) -> torch.device:
     """Return the best available torch device: CUDA, then Apple's MPS, then the CPU.
 
-    ``prefer`` forces a device type (``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``).
+    ``prefer`` forces a device type (``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``; a
+    ``torch.device`` is accepted too); a device index that does not exist is refused.
     The environment variable ``WORKBOOK_DEVICE`` does the same when ``prefer`` is None,
     so a whole course run can be pinned to the CPU without editing notebooks.
 
@@ -37,32 +41,39 @@ def get_device(prefer: str | None = None) -> torch.device:
         >>> get_device("cpu")
         device(type='cpu')
     """
+    source = "prefer"
     if prefer is None:
         prefer = os.environ.get("WORKBOOK_DEVICE") or None
+        source = "the environment variable WORKBOOK_DEVICE"
     if prefer is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if isinstance(prefer, torch.device):
+        prefer = str(prefer)
     if not isinstance(prefer, str):
         raise TypeError(f"prefer must be a string such as 'cpu' or None, got {type(prefer).__name__}")
+    where = "" if source == "prefer" else f" (from {source}; unset it or set it to cpu, cuda or mps)"
     name = prefer.strip().lower()
     kind, _, index = name.partition(":")
-    if kind not in _DEVICE_CHOICES or (index and not index.isdigit()):
+    if kind not in _DEVICE_CHOICES or (index and not index.isdigit()) or (":" in name and not index):
         raise ValueError(
-            f"Unknown device {prefer!r}. Valid choices: {', '.join(_DEVICE_CHOICES)} "
+            f"Unknown device {prefer!r}{where}. Valid choices: {', '.join(_DEVICE_CHOICES)} "
             "(optionally 'cuda:N'), or None to pick the best available."
         )
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}
     if not available[kind]:
         have = [k for k, ok in available.items() if ok]
         raise ValueError(
-            f"Device {prefer!r} is not available on this machine. Available: {', '.join(have)}."
+            f"Device {prefer!r}{where} is not available on this machine. Available: {', '.join(have)}."
         )
-    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+    count = torch.cuda.device_count() if kind == "cuda" else 1  # one CPU device and one MPS device
+    if index and int(index) >= count:
         raise ValueError(
-            f"Device {prefer!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)."
+            f"Device {prefer!r}{where} does not exist: this machine has {count} {kind.upper()} device(s)"
+            + (f"; use {kind!r} or '{kind}:0'." if kind != "cuda" else ".")
         )
     return torch.device(name)
 
@@ -144,22 +155,24 @@ def _import_tensorflow(*, quiet: bool) -> Any:
 def set_seed(seed: int = 0, *, deterministic: bool = False) -> None:
     """Seed Python, NumPy, PyTorch (CPU and CUDA) and, if already imported, TensorFlow.
 
-    ``deterministic=True`` also asks PyTorch for deterministic kernels (slower on GPU).
+    ``deterministic=True`` also asks PyTorch for deterministic kernels (slower on GPU);
+    ``deterministic=False`` (the default) turns that request off again.
 
     Example:
         >>> set_seed(0); a = torch.rand(1); set_seed(0); bool(a == torch.rand(1))
         True
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
     if not 0 <= int(seed) < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    check_bool("deterministic", deterministic)
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    # Set both ways: set_seed(0) after set_seed(0, deterministic=True) turns deterministic mode off again.
+    torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
     if "tensorflow" in sys.modules:
         sys.modules["tensorflow"].random.set_seed(seed)
     if "keras" in sys.modules:

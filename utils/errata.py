@@ -34,7 +34,18 @@ def load_errata(chapter: str | None = None) -> Any:
 
 
 def show_errata(chapter: str) -> Any:
-    """Display this chapter's errata rows as a table (returns the DataFrame)."""
+    """Display this chapter's errata rows as a table (a pandas ``Styler`` without the index).
+
+    ``chapter`` is required: the two-digit chapter number as a string. For the whole table use
+    :func:`load_errata` with no argument.
+
+    Example:
+        >>> show_errata("02")  # doctest: +SKIP
+    """
+    if chapter is None:
+        raise ValueError("show_errata needs the chapter, e.g. show_errata('02'); for every row use load_errata().")
+    if not (isinstance(chapter, str) and len(chapter) == 2 and chapter.isdigit()):
+        raise ValueError(f"chapter must be a two-digit string such as '02', got {chapter!r}")
     frame = load_errata(chapter)
     if frame.empty:
         raise ValueError(f"No errata rows for chapter {chapter}: add them to data/errata.csv")

@@ -23,8 +23,43 @@ __all__ = ["accuracy", "precision", "recall", "f1", "confusion_matrix", "classif
 _AVERAGES = ("binary", "macro", "micro", "weighted")
 
 
+def _as_array(values: Any) -> np.ndarray:
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, perhaps on a GPU
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _kind(values: np.ndarray, name: str) -> str:
+    """``"number"`` or ``"str"``: what kind of labels ``values`` holds (bools count as numbers)."""
+    if values.dtype.kind in "biuf":
+        return "number"
+    if values.dtype.kind in "US":
+        return "str"
+    kinds = {"str" if isinstance(v, str) else "number" if isinstance(v, (int, float, np.number, bool, np.bool_))
+             else type(v).__name__ for v in values.tolist()}
+    if len(kinds) == 1 and kinds <= {"str", "number"}:
+        return kinds.pop()
+    raise ValueError(f"{name} must hold labels of one kind (all numbers or all strings), got {sorted(kinds)}")
+
+
+def _check_values(values: np.ndarray, name: str) -> None:
+    if values.dtype.kind == "f" or (values.dtype == object and _kind(values, name) == "number"):
+        numeric = values.astype(float)
+        bad = np.flatnonzero(~np.isfinite(numeric))
+        if len(bad):
+            raise ValueError(f"{name} contains NaN or infinite values (at positions {bad[:5].tolist()}): "
+                             "every sample needs a label; drop or fill those samples first.")
+        fractional = np.flatnonzero(numeric != np.round(numeric))
+        if len(fractional):
+            raise ValueError(
+                f"{name} holds non-integer values such as {float(numeric[fractional[0]])!r}: these look like "
+                "probabilities or scores, not labels. Threshold them ((p >= 0.5).astype(int)) or take the "
+                "argmax of the class scores first."
+            )
+
+
 def _check(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    y_true, y_pred = _as_array(y_true), _as_array(y_pred)
     if y_true.ndim != 1 or y_pred.ndim != 1:
         raise ValueError(
             f"y_true and y_pred must be 1-D label arrays, got shapes {y_true.shape} and {y_pred.shape} "
@@ -34,14 +69,26 @@ def _check(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"y_true and y_pred have different lengths: {len(y_true)} and {len(y_pred)}")
     if len(y_true) == 0:
         raise ValueError("y_true and y_pred are empty: metrics need at least one sample")
+    kind_true, kind_pred = _kind(y_true, "y_true"), _kind(y_pred, "y_pred")
+    if kind_true != kind_pred:
+        raise ValueError(
+            f"y_true holds {kind_true} labels ({y_true[:3].tolist()}…) but y_pred holds {kind_pred} labels "
+            f"({y_pred[:3].tolist()}…), so no prediction could ever match: convert one to the other's type, "
+            "e.g. np.asarray(y_pred).astype(str) or .astype(int)."
+        )
+    _check_values(y_true, "y_true")
+    _check_values(y_pred, "y_pred")
     return y_true, y_pred
 
 
 def _labels(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence | None) -> np.ndarray:
     if labels is not None:
-        labels = np.asarray(labels)
-        if len(labels) == 0:
-            raise ValueError("labels is empty")
+        labels = _as_array(labels)
+        if labels.ndim != 1 or len(labels) == 0:
+            raise ValueError(f"labels must be a non-empty 1-D list of class labels, got {labels.tolist()!r}")
+        if _kind(labels, "labels") != _kind(y_true, "y_true"):
+            raise ValueError(f"labels {labels.tolist()} are not of the same type as the labels in y_true and "
+                             f"y_pred ({np.unique(np.concatenate([y_true, y_pred])).tolist()[:5]}).")
         return labels
     return np.unique(np.concatenate([y_true, y_pred]))
 
@@ -105,6 +152,15 @@ def _score(kind: str, y_true: Any, y_pred: Any, average: str, pos_label: Any, la
             raise ValueError(
                 f"average='binary' needs two classes but the labels contain {len(present)}: "
                 "choose average='macro', 'micro' or 'weighted'"
+            )
+        present_list = present.tolist()
+        pos_kind = "str" if isinstance(pos_label, str) else "number" if isinstance(pos_label, (int, float, np.number)) \
+            else type(pos_label).__name__
+        if pos_kind != _kind(present, "labels") or (pos_label not in present_list and len(present_list) == 2):
+            raise ValueError(
+                f"pos_label={pos_label!r} (the positive class of average='binary') is not one of the labels "
+                f"{present_list}: pass pos_label= one of them, e.g. pos_label={present_list[-1]!r}, or use "
+                "average='macro'."
             )
         labels_arr = np.asarray([pos_label])
     else:
@@ -184,3 +240,120 @@ def classification_report(y_true: Any, y_pred: Any, *, target_names: Sequence[st
     frame["support"] = frame["support"].astype(int)
     frame.attrs["accuracy"] = accuracy(y_true, y_pred)
     return frame
+
+
+# --------------------------------------------------------------------------- ranking metrics (chapter 14)
+#
+# Recommendation is judged on ranked lists. For one user with the set R of relevant items and a ranked
+# list L (best first), with binary relevance rel(j) = 1 if L[j] is in R (positions j = 1, 2, ...):
+#
+# - recall@k   = |top-k(L) ∩ R| / |R|;
+# - hit rate@k = 1 if top-k(L) ∩ R is not empty, else 0;
+# - NDCG@k     = DCG@k / IDCG@k with DCG@k = Σ_{j ≤ k} rel(j) / log2(j + 1) and IDCG@k the DCG of a perfect
+#                list (all of R first): Σ_{j ≤ min(k, |R|)} 1 / log2(j + 1) — scikit-learn's ndcg_score;
+# - MRR@k      = 1 / (position of the first relevant item) if it is within the top k, else 0.
+#
+# Each is averaged over users (``per_user=True`` returns the values per user, e.g. for a bootstrap).
+
+__all__ += ["recall_at_k", "ndcg_at_k", "hit_rate_at_k", "mrr_at_k"]
+
+
+def _check_ranking(relevant: Any, ranked: Any, k: Any) -> tuple[list[set], list[list], int]:
+    import numbers
+
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an int, got {type(k).__name__} {k!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    for name, value in (("relevant", relevant), ("ranked", ranked)):
+        if isinstance(value, (str, bytes, set, frozenset, dict)) or not hasattr(value, "__len__"):
+            raise TypeError(f"{name} must be a sequence with one entry per user (a list), got {type(value).__name__}")
+    if len(relevant) == 0 or len(ranked) == 0:
+        raise ValueError("relevant and ranked are empty: pass one entry per user for at least one user")
+    if len(relevant) != len(ranked):
+        raise ValueError(f"relevant and ranked have different lengths: {len(relevant)} users and {len(ranked)} ranked lists")
+    sets, lists = [], []
+    for user, (items, order) in enumerate(zip(relevant, ranked)):
+        if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+            raise TypeError(f"relevant[{user}] must be a set (or list) of item ids, got {type(items).__name__}")
+        if isinstance(order, (str, bytes, set, frozenset)) or not hasattr(order, "__iter__"):
+            raise TypeError(f"ranked[{user}] must be an ordered list of item ids, got {type(order).__name__}")
+        items = list(np.asarray(list(items)).ravel().tolist()) if not isinstance(items, (set, frozenset)) else list(items)
+        order = np.asarray(order).ravel().tolist() if hasattr(order, "__array__") else list(order)
+        for item in items + order[:k]:
+            if item is None or (isinstance(item, numbers.Real) and not isinstance(item, numbers.Integral)
+                                and item != item):
+                raise ValueError(f"user {user}: item ids must not be None or NaN, got {item!r}")
+        if not items:
+            raise ValueError(f"user {user} has no relevant items: recall and NDCG are undefined for them; "
+                             "leave such users out of the evaluation")
+        head = order[:k]
+        if len(set(head)) != len(head):
+            raise ValueError(f"ranked[{user}] repeats an item in its top {k}: a ranked list names each item once")
+        sets.append(set(items))
+        lists.append(head)
+    return sets, lists, int(k)
+
+
+def _reduce(values: list[float], per_user: bool) -> Any:
+    values_arr = np.asarray(values, dtype=float)
+    return values_arr if per_user else float(values_arr.mean())
+
+
+def recall_at_k(relevant: Sequence, ranked: Sequence, k: int, *, per_user: bool = False) -> Any:
+    """Recall@k: the share of each user's relevant items found in the top ``k`` of their ranked list, averaged.
+
+    ``relevant`` holds one set of relevant item ids per user, ``ranked`` one ranked list of item ids per user
+    (best first; only the first ``k`` are read). With ``per_user=True`` returns an array of the per-user values.
+
+    Example:
+        >>> recall_at_k([{1, 2}, {5}], [[1, 3, 4], [4, 5, 6]], k=2)
+        0.75
+    """
+    sets, lists, k = _check_ranking(relevant, ranked, k)
+    return _reduce([len(r.intersection(l)) / len(r) for r, l in zip(sets, lists)], per_user)
+
+
+def hit_rate_at_k(relevant: Sequence, ranked: Sequence, k: int, *, per_user: bool = False) -> Any:
+    """Hit rate@k: the share of users with at least one relevant item in their top ``k``.
+
+    With one relevant item per user it equals :func:`recall_at_k`.
+
+    Example:
+        >>> hit_rate_at_k([{1, 2}, {5}], [[1, 3, 4], [4, 6, 5]], k=2)
+        0.5
+    """
+    sets, lists, k = _check_ranking(relevant, ranked, k)
+    return _reduce([float(bool(r.intersection(l))) for r, l in zip(sets, lists)], per_user)
+
+
+def _dcg(gains: Sequence[float]) -> float:
+    return float(sum(g / np.log2(position + 2) for position, g in enumerate(gains)))
+
+
+def ndcg_at_k(relevant: Sequence, ranked: Sequence, k: int, *, per_user: bool = False) -> Any:
+    """NDCG@k with binary relevance, averaged over users (equal to ``sklearn.metrics.ndcg_score``).
+
+    DCG@k = Σ_{j ≤ k} rel(j) / log2(j + 1); IDCG@k is the DCG of the perfect list, so a user whose relevant
+    items fill the top of the list scores 1.
+
+    Example:
+        >>> round(ndcg_at_k([{1}], [[3, 1, 2]], k=3), 4)  # the only relevant item at position 2: 1 / log2(3)
+        0.6309
+    """
+    sets, lists, k = _check_ranking(relevant, ranked, k)
+    values = [_dcg([1.0 if item in r else 0.0 for item in l]) / _dcg([1.0] * min(k, len(r)))
+              for r, l in zip(sets, lists)]
+    return _reduce(values, per_user)
+
+
+def mrr_at_k(relevant: Sequence, ranked: Sequence, k: int, *, per_user: bool = False) -> Any:
+    """Mean reciprocal rank@k: 1 / (position of the first relevant item), 0 if none is in the top ``k``.
+
+    Example:
+        >>> mrr_at_k([{1}, {5}], [[3, 1, 2], [7, 8, 9]], k=3)
+        0.25
+    """
+    sets, lists, k = _check_ranking(relevant, ranked, k)
+    values = [next((1.0 / (j + 1) for j, item in enumerate(l) if item in r), 0.0) for r, l in zip(sets, lists)]
+    return _reduce(values, per_user)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 __all__ = ["count_parameters", "transformer_param_count"]
@@ -20,6 +21,7 @@ def count_parameters(model: Any, trainable_only: bool = False) -> int:
     """
     import torch
 
+    _check_flag("trainable_only", trainable_only)
     if isinstance(model, torch.nn.Module):
         params = model.parameters()
         return int(sum(p.numel() for p in params if p.requires_grad or not trainable_only))
@@ -45,10 +47,17 @@ def count_parameters(model: Any, trainable_only: bool = False) -> int:
 
 
 def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    """A positive ``numbers.Integral`` (``np.int64`` too, not ``bool``) as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -83,6 +92,8 @@ def transformer_param_count(
     vocab_size = _check_positive_int("vocab_size", vocab_size)
     n_ctx = _check_positive_int("n_ctx", n_ctx)
     d_ff = 4 * d if d_ff is None else _check_positive_int("d_ff", d_ff)
+    _check_flag("tied_embeddings", tied_embeddings)
+    _check_flag("bias", bias)
 
     layer_norm = 2 * d if bias else d
     attention = d * 3 * d + d * d + ((3 * d + d) if bias else 0)

@@ -20,7 +20,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -242,8 +244,9 @@ def embed_texts(
         ((3, 384), True)
     """
     items = _check_texts(texts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_positive("batch_size", batch_size)
+    _check_positive("max_length", max_length)
+    batch_size, max_length = int(batch_size), int(max_length)
     if encoder is not None:
         tokenizer, model = encoder
         device = next(model.parameters()).device if device is None else _resolve_device(device)
@@ -283,9 +286,10 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
             raise ValueError(f"rank must be a positive int, got {rank!r}")
-        if not alpha > 0:
+        rank = int(rank)
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or not alpha > 0:
             raise ValueError(f"alpha must be positive, got {alpha!r}")
         self.base = base.requires_grad_(False)
         self.rank, self.alpha = rank, float(alpha)
@@ -478,6 +482,8 @@ class TextClassifier:
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Class probabilities, shape ``(len(texts), len(labels))``; each row sums to 1."""
         items = _check_texts(texts)
+        _check_positive("batch_size", batch_size)
+        batch_size = int(batch_size)
         if self.method == "frozen":
             features = torch.from_numpy(embed_texts(items, max_length=self.config.max_length, device=self.device))
             logits = self.model.head(features.to(self.device, non_blocking=True))
@@ -510,52 +516,157 @@ class TextClassifier:
         Only what training changed is stored: the head for "frozen", adapters + head for "lora"
         (the pretrained weights come from the package), everything for "scratch" and "full".
 
+        The save is atomic: both files are written and flushed to disk in a temporary folder
+        beside ``path``, which then replaces ``path`` (the earlier folder is renamed away, the new
+        one renamed in, the old one removed). A save that fails halfway (disk full, Ctrl-C) leaves
+        the earlier classifier intact; leftovers of a killed save are removed by the next one.
+        ``path`` must be new, empty or an earlier save: a folder holding other files is refused.
+
         Example:
             >>> clf.save("my_classifier"); TextClassifier.load("my_classifier").labels == clf.labels
             True
         """
-        folder = Path(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a folder path (str or pathlib.Path), got {type(path).__name__}")
+        folder = Path(path).resolve()
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} exists and is not a folder; save() writes a folder of files.")
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _recover_interrupted_save(folder)
+        if folder.is_dir():
+            foreign = sorted(p.name for p in folder.iterdir() if p.name not in _SAVED_FILES)
+            if foreign:
+                raise ValueError(
+                    f"{folder} holds files save() did not write ({', '.join(foreign[:5])}"
+                    f"{', …' if len(foreign) > 5 else ''}), and saving replaces the whole folder: "
+                    "save into a new or empty folder, e.g. a sub-folder."
+                )
         keys = self._saved_keys()
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items() if k in keys}
-        torch.save(state, folder / "weights.pt")
-        (folder / "config.json").write_text(json.dumps(asdict(self.config), indent=2), encoding="utf-8")
-        return folder
+        temporary = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        try:
+            temporary.mkdir()
+            with open(temporary / "weights.pt", "wb") as file:
+                torch.save(state, file)
+                file.flush()
+                os.fsync(file.fileno())
+            with open(temporary / "config.json", "w", encoding="utf-8") as file:
+                file.write(json.dumps(asdict(self.config), indent=2))
+                file.flush()
+                os.fsync(file.fileno())
+            _fsync_dir(temporary)
+            if folder.exists():
+                os.replace(folder, old)  # a folder cannot be replaced in one step: move the old one away
+            os.replace(temporary, folder)
+            _fsync_dir(folder.parent)
+        except BaseException:  # noqa: B036 - also on Ctrl-C: restore, then re-raise
+            if old.exists() and not folder.exists():
+                os.replace(old, folder)  # put the earlier classifier back
+            raise
+        finally:
+            for leftover in (temporary, old):
+                if leftover.exists():
+                    shutil.rmtree(leftover, ignore_errors=True)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: torch.device | str | None = None) -> TextClassifier:
-        """Rebuild a classifier written by :meth:`save` (weights loaded with ``weights_only=True``)."""
+        """Rebuild a classifier written by :meth:`save` (weights loaded with ``weights_only=True``).
+
+        A damaged or foreign folder raises ``ValueError`` saying which file is wrong and how to
+        recreate it (train again and ``save``).
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a folder path (str or pathlib.Path), got {type(path).__name__}")
         folder = Path(path)
-        for name in ("config.json", "weights.pt"):
+        _recover_interrupted_save(folder.resolve(), remove_leftovers=False)
+        recreate = (f"Recreate it: train the classifier again (train_text_classifier(...)) and call "
+                    f".save({str(path)!r}).")
+        for name in _SAVED_FILES:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder / name} not found: is {folder} a folder written by TextClassifier.save()?")
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        config = _Config(**raw)
+        try:
+            raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            config = _Config(**raw)
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
+            reason = type(error).__name__ if not isinstance(error, TypeError) else str(error)
+            raise ValueError(f"{folder / 'config.json'} is damaged or was not written by TextClassifier.save() "
+                             f"({reason}). {recreate}") from None
         if config.method not in METHODS:
-            raise ValueError(f"{folder}/config.json names an unknown method {config.method!r}")
+            raise ValueError(f"{folder}/config.json names an unknown method {config.method!r}. {recreate}")
+        if not (isinstance(config.labels, list) and len(config.labels) >= 2
+                and all(isinstance(label, str) for label in config.labels)):
+            raise ValueError(f"{folder}/config.json has no valid list of labels. {recreate}")
         device = _resolve_device(device)
         model = _build_net(config, device)
-        state = torch.load(folder / "weights.pt", map_location=device, weights_only=True)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            state = torch.load(folder / "weights.pt", map_location=device, weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any failure to read means the file is damaged
+            # from None: torch's own message would advise turning safe loading off (weights_only=False),
+            # which runs arbitrary code from the file. A damaged file is recreated, never loaded unsafely.
+            raise ValueError(
+                f"{folder / 'weights.pt'} is damaged or is not a weights file written by TextClassifier.save() "
+                f"(reading it failed with {type(error).__name__}). {recreate}"
+            ) from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{folder / 'weights.pt'} does not hold a dict of tensors. {recreate}")
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as error:
+            raise ValueError(f"{folder}/weights.pt does not match the classifier its config.json describes "
+                             f"({str(error).splitlines()[0]}). {recreate}") from None
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         if unexpected or (config.method in ("scratch", "full") and missing) or (trainable - set(state)):
             raise ValueError(
                 f"{folder}/weights.pt does not match a {config.method!r} classifier "
-                f"(missing {sorted(set(missing) & trainable)[:3]}, unexpected {unexpected[:3]})."
+                f"(missing {sorted(set(missing) & trainable)[:3]}, unexpected {unexpected[:3]}). {recreate}"
             )
         return cls(config, model.eval(), device)
+
+
+_SAVED_FILES = ("config.json", "weights.pt")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; renames there are durable enough
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _recover_interrupted_save(folder: Path, *, remove_leftovers: bool = True) -> None:
+    """Tidy up after a save that was killed: if it died between moving the earlier save away and
+    moving the new one in, move the earlier one back; drop its temporary folders (``save`` only:
+    ``load`` must not delete the folder a concurrent save is writing)."""
+    parent = folder.parent
+    if not parent.is_dir():
+        return
+    olds = sorted(parent.glob(f".{folder.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not folder.exists():
+        os.replace(olds.pop(), folder)
+    if not remove_leftovers:
+        return
+    for leftover in [*olds, *parent.glob(f".{folder.name}.tmp-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- training
 
 
 def _check_positive(name: str, value: Any, kind: type = int, allow_zero: bool = False) -> None:
-    ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
-    if isinstance(value, bool) or not ok_type or value < 0 or (value == 0 and not allow_zero):
+    """A positive (or non-negative) int — any ``numbers.Integral`` — or a finite real number; never bool."""
+    ok_type = isinstance(value, numbers.Real) if kind is float else isinstance(value, numbers.Integral)
+    if (isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < 0
+            or (value == 0 and not allow_zero)):
         raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                         f"{kind.__name__}, got {value!r}")
+                         f"{'finite number' if kind is float else 'int'}, got {value!r}")
 
 
 def _train_linear_head(features: torch.Tensor, y: torch.Tensor, head: nn.Linear, *, steps: int, lr: float) -> list[float]:
@@ -624,8 +735,14 @@ def train_text_classifier(
         1.0
     """
     if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+        hint = f" (did you mean {method.lower()!r}?)" if isinstance(method, str) and method.lower() in METHODS else ""
+        raise ValueError(f"Unknown method {method!r}{hint}; choose one of {', '.join(METHODS)}.")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {type(progress).__name__} {progress!r}")
     items = _check_texts(texts)
+    if not any(text.strip() for text in items):
+        raise ValueError(f"Every one of the {len(items)} texts is empty or blank: there is nothing to learn from. "
+                         "Check how the texts were read (wrong column?).")
     label_items = _check_texts(labels, "labels")
     if len(items) != len(label_items):
         raise ValueError(f"texts and labels must have the same length, got {len(items)} texts and {len(label_items)} labels.")
@@ -644,8 +761,11 @@ def train_text_classifier(
     _check_positive("min_steps", min_steps, allow_zero=True)
     _check_positive("max_length", max_length)
     _check_positive("weight_decay", weight_decay, float, allow_zero=True)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    num_epochs, batch_size, lora_rank, min_steps, max_length, seed = (
+        int(v) for v in (num_epochs, batch_size, lora_rank, min_steps, max_length, seed))
+    lr, lora_alpha, weight_decay = float(lr), float(lora_alpha), float(weight_decay)
     device = _resolve_device(device)
     amp_dtype = resolve_amp(amp, device)
     config = _Config(method=method, labels=classes, max_length=max_length, lora_rank=lora_rank,
@@ -654,6 +774,9 @@ def train_text_classifier(
         tokenizer, _ = _pristine()
         special = set(tokenizer.all_special_ids)
         config.scratch_vocab = sorted({i for ids in _tokenize(tokenizer, items, max_length) for i in ids} - special)
+        if not config.scratch_vocab:
+            raise ValueError("The texts contain no word pieces the tokenizer knows (only special tokens), so a "
+                             "model from scratch would have an empty vocabulary: check the texts.")
     index_of = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([index_of[c] for c in label_items], dtype=torch.long)
     start = time.perf_counter()

@@ -10,6 +10,7 @@ broke, exact validation metrics and a quiet-under-CI progress bar.
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import math
 import os
@@ -22,10 +23,12 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from ._checks import check_bool, check_int, check_real
 from .device import get_device
 from .distributed import all_reduce_sums, setup_distributed, shard_loader
-from .history import History
+from .history import History, monitor_mode
 
 __all__ = ["fit", "evaluate", "predict", "NonFiniteLossError", "resolve_amp", "progress_enabled"]
 
@@ -122,6 +125,12 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 def _unpack(batch: Any) -> tuple[Any, Any]:
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        for part, name in ((batch[0], "inputs"), (batch[1], "targets")):
+            if isinstance(part, np.ndarray):
+                raise TypeError(
+                    f"A batch holds NumPy arrays ({name} of dtype {part.dtype}), but the model needs torch "
+                    "tensors: build the loader with utils.to_torch_loader(X, y, batch_size=...)."
+                )
         return batch[0], batch[1]
     raise TypeError(
         "Each batch must be a pair (inputs, targets), as yielded by utils.to_torch_loader; "
@@ -140,27 +149,243 @@ def _to(x: Any, device: torch.device) -> Any:
     return x
 
 
-def _forward(model: nn.Module, X: Any, y: Any, loss_fn: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(output, loss)``. Without ``loss_fn`` the model computes its own loss:
-    ``model(X, y)`` must return ``(output, loss)`` (as ``utils.models.TinyGPT`` does)."""
+_ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
+                      nn.SoftMarginLoss, nn.PoissonNLLLoss, nn.KLDivLoss)
+_ELEMENTWISE_FUNCTIONS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, F.binary_cross_entropy,
+                          F.binary_cross_entropy_with_logits, F.soft_margin_loss, F.poisson_nll_loss, F.kl_div)
+_BINARY_LOSSES = (nn.BCELoss, nn.BCEWithLogitsLoss)
+_BINARY_FUNCTIONS = (F.binary_cross_entropy, F.binary_cross_entropy_with_logits)
+_CLASS_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
+_CLASS_FUNCTIONS = (F.cross_entropy, F.nll_loss)
+
+
+def _loss_name(loss_fn: Any) -> str:
+    return getattr(loss_fn, "__name__", None) or type(loss_fn).__name__
+
+
+def _check_loss_fn(loss_fn: Any) -> None:
+    """Refuse a loss class instead of an instance, a non-callable, and ``reduction="none"``."""
     if loss_fn is None:
-        result = model(X, y)
+        return
+    if isinstance(loss_fn, type):
+        raise TypeError(f"loss_fn is the class {loss_fn.__name__}; pass an instance: loss_fn={loss_fn.__name__}().")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(output, target), got {type(loss_fn).__name__}")
+    if getattr(loss_fn, "reduction", None) == "none":
+        raise ValueError(
+            f"{_loss_name(loss_fn)}(reduction='none') returns one loss per sample, but training needs one "
+            "number per batch: use reduction='mean' (the default)."
+        )
+
+
+def _is(loss_fn: Any, classes: tuple, functions: tuple) -> bool:
+    return isinstance(loss_fn, classes) or any(loss_fn is f for f in functions)
+
+
+def _check_output_and_target(output: Any, y: Any, loss_fn: Any) -> None:
+    """Catch the classic shape and dtype slips before the loss silently broadcasts or torch fails."""
+    if loss_fn is None:
+        return
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(
+            f"model(X) returned a {type(output).__name__}, not a tensor. A model that returns (output, loss) "
+            "computes its own loss: pass loss_fn=None."
+        )
+    if not isinstance(y, torch.Tensor):
+        return
+    name = _loss_name(loss_fn)
+    if _is(loss_fn, _ELEMENTWISE_LOSSES, _ELEMENTWISE_FUNCTIONS):
+        if tuple(output.shape) != tuple(y.shape):
+            hint = ""
+            if output.ndim == y.ndim + 1 and output.shape[-1] == 1:
+                hint = (f" (torch would broadcast them to {tuple(torch.broadcast_shapes(output.shape, y.shape))} "
+                        "and train a wrong model). Reshape the targets to (N, 1) — y.reshape(-1, 1) — or use a "
+                        "model output of shape (N,): output.squeeze(1)")
+            raise ValueError(f"{name} compares outputs and targets element by element, but the model output has "
+                             f"shape {tuple(output.shape)} and the targets {tuple(y.shape)}{hint}.")
+        if _is(loss_fn, _BINARY_LOSSES, _BINARY_FUNCTIONS) and not y.is_floating_point():
+            raise TypeError(f"{name} needs float targets (0.0 / 1.0), got {y.dtype}: convert them, e.g. "
+                            "y.astype(np.float32) before utils.to_torch_loader.")
+    elif _is(loss_fn, _CLASS_LOSSES, _CLASS_FUNCTIONS):
+        if output.ndim < 2 or output.shape[1] < 2:
+            raise ValueError(
+                f"{name} needs one logit per class, output shape (N, C) with C >= 2, but the model outputs "
+                f"{tuple(output.shape)}. For two classes either give the last layer 2 outputs, or keep one logit "
+                "and use nn.BCEWithLogitsLoss() with float targets of shape (N, 1)."
+            )
+        n_classes = output.shape[1]
+        if y.is_floating_point():
+            if tuple(y.shape) == tuple(output.shape):
+                return  # class probabilities (soft labels) are allowed
+            raise TypeError(
+                f"{name} needs integer class labels, got {y.dtype} targets of shape {tuple(y.shape)}: convert "
+                "them with y.astype(np.int64) (utils.to_torch_loader keeps integer labels as int64). "
+                "For a regression target use nn.MSELoss()."
+            )
+        expected = (output.shape[0], *output.shape[2:])
+        if tuple(y.shape) != expected:
+            hint = " — flatten them: y.reshape(-1)" if y.ndim == 2 and y.shape[1] == 1 else ""
+            raise ValueError(f"{name} needs class labels of shape {expected} for outputs of shape "
+                             f"{tuple(output.shape)}; the targets have shape {tuple(y.shape)}{hint}.")
+        ignore = getattr(loss_fn, "ignore_index", -100)
+        labels = y[y != ignore]
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+            raise ValueError(
+                f"Class labels must lie in [0, {n_classes}) for a model with {n_classes} outputs, got labels from "
+                f"{int(labels.min())} to {int(labels.max())}: give the last layer as many outputs as there are "
+                "classes, or re-encode the labels as 0..C-1."
+            )
+
+
+def _check_loss_value(loss: Any, loss_fn: Any) -> None:
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"The loss must be a tensor (so it can be back-propagated), got {type(loss).__name__}.")
+    if loss.numel() != 1:
+        raise ValueError(
+            f"The loss must be one number per batch, got a tensor of shape {tuple(loss.shape)}"
+            + (" from loss_fn" if loss_fn is not None else " from the model")
+            + ": average it (reduction='mean', or .mean())."
+        )
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"shape {tuple(x.shape)}, dtype {x.dtype}"
+    return type(x).__name__
+
+
+def _explain_model_error(error: Exception, X: Any) -> Exception | None:
+    """A clear error for the classic reasons a model rejects a batch, or None to re-raise as is."""
+    text = str(error)
+    first_line = text.splitlines()[0] if text else type(error).__name__
+    if isinstance(X, torch.Tensor) and any(p in text for p in ("must have the same dtype", "expected scalar type",
+                                                               "Expected object of scalar type", "dtype",
+                                                               "Input type")):
+        if not X.is_floating_point() and X.dtype != torch.bool:
+            return TypeError(
+                f"The model got integer inputs ({_describe(X)}) but computes in floating point ({first_line}). "
+                "Convert features to float32 — X.astype(np.float32) — integers are only for embedding layers "
+                "(token ids)."
+            )
+        return TypeError(f"The inputs ({_describe(X)}) do not have the model's dtype ({first_line}): "
+                         "convert them, e.g. X.float() for a float32 model.")
+    if any(p in text for p in ("shapes cannot be multiplied", "size mismatch", "to have", "Expected input batch_size",
+                               "Given groups", "Expected 3D", "Expected 4D", "expected input")):
+        return ValueError(
+            f"The model cannot take inputs of {_describe(X)}: {first_line}. Check that the data has the number "
+            "of features (or channels, or image size) the model's first layer was built for."
+        )
+    if "same device" in text:
+        return RuntimeError(f"The model and the batch are on different devices ({first_line}): pass device=... "
+                            "to fit/evaluate/predict and let it move both.")
+    return None
+
+
+def _call_model(model: nn.Module, *args: Any) -> Any:
+    try:
+        return model(*args)
+    except (RuntimeError, TypeError) as error:
+        if isinstance(error, torch.OutOfMemoryError):
+            raise
+        explained = _explain_model_error(error, args[0])
+        if explained is None:
+            raise
+        raise explained from error
+
+
+def _forward(model: nn.Module, X: Any, y: Any, loss_fn: Callable | None,
+             check: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(output, loss)``. Without ``loss_fn`` the model computes its own loss:
+    ``model(X, y)`` must return ``(output, loss)`` (as ``utils.models.TinyGPT`` does).
+    ``check`` validates shapes, dtypes and the loss (done on the first batch of a pass)."""
+    if loss_fn is None:
+        try:
+            result = _call_model(model, X, y)
+        except TypeError as error:
+            if "positional argument" not in str(error):
+                raise
+            raise TypeError(
+                "With loss_fn=None the model is called as model(X, y) and must return (output, loss), but this "
+                f"model takes only its inputs ({str(error).splitlines()[0]}): pass a loss_fn, e.g. "
+                "loss_fn=nn.CrossEntropyLoss()."
+            ) from error
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
             raise TypeError("With loss_fn=None the model must return (output, loss) when called as model(X, y).")
+        if check:
+            _check_loss_value(result[1], None)
         return result[0], result[1]
-    output = model(X)
-    return output, loss_fn(output, y)
+    output = _call_model(model, X)
+    if check:
+        _check_output_and_target(output, y, loss_fn)
+    loss = loss_fn(output, y)
+    if check:
+        _check_loss_value(loss, loss_fn)
+    return output, loss
 
 
-def _check_loader(loader: Any, name: str) -> None:
+def _non_finite_in(*tensors: Any) -> str | None:
+    for name, t in zip(("inputs", "targets"), tensors):
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+            return name
+    return None
+
+
+def _is_one_pass(loader: Any) -> bool:
+    # Not iter(loader) is loader: iterating a shuffling DataLoader draws from its generator.
+    return isinstance(loader, collections.abc.Iterator)
+
+
+def _check_loader(loader: Any, name: str, passes: int = 1) -> None:
     if loader is None:
         raise ValueError(f"{name} is None: pass a DataLoader (see utils.to_torch_loader).")
+    if isinstance(loader, (str, bytes, dict)) or not hasattr(loader, "__iter__"):
+        raise TypeError(f"{name} must be an iterable of (inputs, targets) batches such as a DataLoader "
+                        f"(see utils.to_torch_loader), got {type(loader).__name__}")
+    if passes > 1 and _is_one_pass(loader):
+        raise ValueError(
+            f"{name} is a one-pass iterator ({type(loader).__name__}): it would be empty after the first epoch. "
+            "Pass a DataLoader or a list of batches, which can be iterated again."
+        )
     try:
         n = len(loader)
     except TypeError:
         return  # an iterable without a length is fine
     if n == 0:
         raise ValueError(f"{name} yields no batches: is the data set empty, or drop_last=True with too few samples?")
+
+
+def _check_optimizer_matches(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Refuse an optimizer none of whose parameters belong to ``model`` (the stale-cell slip)."""
+    model_ids = {id(p) for p in model.parameters()}
+    optimizer_params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("The model has no trainable parameters (all have requires_grad=False): nothing would "
+                         "train. Unfreeze some, e.g. model.requires_grad_(True) or for one layer.")
+    if optimizer_params and not any(id(p) in model_ids for p in optimizer_params):
+        raise ValueError(
+            "The optimizer updates parameters that are not this model's (was the model re-created after the "
+            "optimizer?), so training would change nothing. Build it from this model: "
+            "optimizer = torch.optim.Adam(model.parameters(), lr=...)."
+        )
+
+
+def _check_checkpoint_path(path: Path) -> None:
+    """Fail before training, not after the first epoch, if the checkpoint cannot be written."""
+    if path.is_dir():
+        raise ValueError(f"checkpoint_path {path} is a folder; give a file name inside it, e.g. {path / 'checkpoint.pt'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"checkpoint_path {path} is inside {parent}, which is a file, not a folder.")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.{os.getpid()}.write-test.tmp")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"checkpoint_path {path} cannot be written ({error.strerror or error}): "
+                         "choose a folder you can write to.") from error
 
 
 def fit(
@@ -182,6 +407,7 @@ def fit(
     grad_accum_steps: int = 1,
     early_stopping: int | None = None,
     monitor: str = "val_loss",
+    mode: str | None = None,
     restore_best: bool = True,
     checkpoint_path: str | os.PathLike | None = None,
     resume: bool = False,
@@ -213,10 +439,15 @@ def fit(
             fewer for the last window of an epoch), so with equal batch sizes the step equals
             one step on a ``k`` times larger batch (exact without BatchNorm).
         early_stopping: patience in epochs: stop when ``monitor`` has not improved for this
-            many epochs. Needs ``val_loader``. The direction follows :meth:`History.best`
-            (losses and errors are minimised, anything else maximised); only a strictly
-            better value counts as an improvement, a tie does not.
-        monitor: the recorded name early stopping watches (``val_loss``, ``val_accuracy``…).
+            many epochs. Needs ``val_loader``. Only a strictly better value counts as an
+            improvement, a tie does not.
+        monitor: the recorded name early stopping and ``ReduceLROnPlateau`` watch
+            (``val_loss``, ``val_accuracy``…); a name this run does not record is refused.
+        mode: ``"min"`` or ``"max"``: whether ``monitor`` should go down or up. ``None`` reads
+            it from the name (:func:`utils.history.monitor_mode`: loss, NLL, perplexity/ppl,
+            error, MSE/MAE are minimised; accuracy/acc, F1, AUC, precision, recall, score
+            maximised) and refuses any other name. A ``ReduceLROnPlateau`` must have been built
+            with the same mode.
         restore_best: with ``early_stopping``, load the weights of the best epoch at the end
             (a copy of the ``state_dict`` is kept in memory), whether or not training stopped
             early. ``history.best_epoch`` says which epoch that was.
@@ -248,6 +479,12 @@ def fit(
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf; the message names epoch and step.
+        ValueError / TypeError: before the first optimizer step, for what would otherwise
+            train a wrong model or fail late: an optimizer built for another model, outputs and
+            targets of different shapes for an element-wise loss (``MSELoss``, ``BCEWithLogitsLoss``…),
+            class labels that are floats or out of range, one logit with ``CrossEntropyLoss``,
+            ``reduction="none"``, integer features, a wrong feature count, an empty or one-pass
+            loader, NaN/inf in a batch, an unwritable ``checkpoint_path``, an unknown ``monitor``.
 
     Example:
         >>> model = nn.Linear(4, 2)
@@ -258,35 +495,60 @@ def fit(
         2
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(f"model must be a torch.nn.Module instance, got {model!r}"
+                        if isinstance(model, type) else f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
-        raise ValueError(f"num_epochs must be a positive int, got {num_epochs!r}")
-    if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and grad_clip > 0):
-        raise ValueError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+                        + (": build one, e.g. torch.optim.SGD(model.parameters(), lr=0.1)" if isinstance(optimizer, type) else ""))
+    num_epochs = check_int("num_epochs", num_epochs)
+    if grad_clip is not None:
+        grad_clip = check_real("grad_clip", grad_clip, positive=True)
+    for flag_name, flag in (("restore_best", restore_best), ("resume", resume), ("progress", progress)):
+        check_bool(flag_name, flag)
     if scheduler_step not in ("epoch", "step"):
         raise ValueError(f"scheduler_step must be 'epoch' or 'step', got {scheduler_step!r}")
-    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and scheduler_step != "epoch":
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if plateau and scheduler_step != "epoch":
         raise ValueError("ReduceLROnPlateau reacts to a validation value once per epoch: use scheduler_step='epoch'.")
-    if isinstance(grad_accum_steps, bool) or not isinstance(grad_accum_steps, int) or grad_accum_steps < 1:
-        raise ValueError(f"grad_accum_steps must be an int >= 1 (1 = no accumulation), got {grad_accum_steps!r}")
-    _check_loader(train_loader, "train_loader")
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(f"scheduler must be a torch.optim.lr_scheduler object (with .step()), got {type(scheduler).__name__}")
+    grad_accum_steps = check_int("grad_accum_steps", grad_accum_steps)
+    _check_loss_fn(loss_fn)
+    _check_loader(train_loader, "train_loader", passes=num_epochs)
+    if val_loader is not None:
+        _check_loader(val_loader, "val_loader", passes=num_epochs)
+    _check_optimizer_matches(model, optimizer)
     metric_fns = _resolve_metrics(metrics)
+    if mode is not None and mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or None (read from the monitor's name), got {mode!r}")
+    if not isinstance(monitor, str):
+        raise TypeError(f"monitor must be the name of a recorded value such as 'val_loss', got {type(monitor).__name__}")
+    recorded = ["loss", *metric_fns]
+    if val_loader is not None:
+        recorded += ["val_loss", *(f"val_{name}" for name in metric_fns)]
     if early_stopping is not None:
-        if isinstance(early_stopping, bool) or not isinstance(early_stopping, int) or early_stopping < 1:
-            raise ValueError(f"early_stopping is a patience in epochs (an int >= 1) or None, got {early_stopping!r}")
+        early_stopping = check_int("early_stopping (a patience in epochs)", early_stopping)
         if val_loader is None:
             raise ValueError(
                 f"early_stopping={early_stopping} needs val_loader: it stops when {monitor!r} on the "
                 "validation set has not improved for that many epochs. Pass val_loader=…"
             )
-        recorded = ["loss", *metric_fns, "val_loss", *(f"val_{name}" for name in metric_fns)]
-        if monitor not in recorded:
-            raise ValueError(f"monitor={monitor!r} is not recorded by this run; recorded: {recorded} "
-                             "(add the metric to metrics=… to monitor it).")
+    uses_monitor = early_stopping is not None or plateau
+    if (uses_monitor or monitor != "val_loss" or mode is not None) and monitor not in recorded:
+        hint = (" (pass val_loader=… to record validation values, or monitor='loss')" if monitor.startswith("val_")
+                and val_loader is None else " (add the metric to metrics=… to monitor it)")
+        raise ValueError(f"monitor={monitor!r} is not recorded by this run; recorded: {recorded}{hint}.")
+    monitor_direction = monitor_mode(monitor, mode) if uses_monitor else None
+    if plateau and scheduler.mode != monitor_direction:
+        raise ValueError(
+            f"ReduceLROnPlateau was built with mode={scheduler.mode!r}, but {monitor!r} is "
+            f"{'minimised' if monitor_direction == 'min' else 'maximised'}: build it with "
+            f"ReduceLROnPlateau(optimizer, mode={monitor_direction!r}, ...)."
+        )
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs checkpoint_path=… (the file to resume from and to keep saving to).")
+    if checkpoint_path is not None and not isinstance(checkpoint_path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_path must be a file path (str or pathlib.Path), got {type(checkpoint_path).__name__}")
     checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
 
     device = get_device(device) if not isinstance(device, torch.device) else device
@@ -294,6 +556,8 @@ def fit(
     device = ctx.device
     amp_dtype = resolve_amp(amp, device)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    if checkpoint is not None and ctx.is_main:
+        _check_checkpoint_path(checkpoint)
     model.to(device)
 
     history = History(framework="torch")
@@ -342,14 +606,14 @@ def fit(
             record.update({f"val_{k}": v for k, v in val.items()})
         if scheduler is not None and scheduler_step == "epoch":
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(record.get(monitor, record["loss"]))
+                scheduler.step(record[monitor])
             else:
                 scheduler.step()
         record["lr"] = optimizer.param_groups[0]["lr"]
         record["epoch_time_s"] = time.perf_counter() - start
         history.log(**record)
         if early_stopping is not None:
-            best_epoch = _first_best_epoch(history[monitor], _monitor_mode(monitor))
+            best_epoch = _first_best_epoch(history[monitor], monitor_direction)
             if best_epoch == epoch and restore_best:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             elif epoch - best_epoch >= early_stopping:
@@ -363,13 +627,8 @@ def fit(
     bar.close()
     if early_stopping is not None and restore_best and best_state is not None and history.num_epochs:
         model.load_state_dict(best_state)
-        history.best_epoch = _first_best_epoch(history[monitor], _monitor_mode(monitor))
+        history.best_epoch = _first_best_epoch(history[monitor], monitor_direction)
     return history
-
-
-def _monitor_mode(name: str) -> str:
-    """``"min"`` for losses and errors, ``"max"`` otherwise: the rule of :meth:`History.best`."""
-    return "min" if any(word in name for word in ("loss", "error", "mse", "mae")) else "max"
 
 
 def _first_best_epoch(values: list[float], mode: str) -> int:
@@ -416,9 +675,15 @@ def _train_epoch(
         sync = model.no_sync() if hasattr(model, "no_sync") and not steps_now else contextlib.nullcontext()
         with sync:
             with _autocast(device, amp_dtype):
-                output, loss = _forward(model, X, y, loss_fn)
+                output, loss = _forward(model, X, y, loss_fn, check=index == 0)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
+                bad = _non_finite_in(X, y)
+                if bad is not None:
+                    raise ValueError(
+                        f"Batch {index + 1} of epoch {epoch} has NaN or infinite {bad}, so the loss is "
+                        f"{loss_value}: clean the data first (utils.to_torch_loader refuses NaN/inf)."
+                    )
                 lr = optimizer.param_groups[0].get("lr")
                 raise NonFiniteLossError(
                     f"The training loss became {loss_value} at epoch {epoch}, step {index + 1}. "
@@ -441,6 +706,11 @@ def _train_epoch(
                     sums[name] += float(fn(detached, y)) * n
     if pending:  # a loader without len() ended inside a window
         _optimizer_step(model, optimizer, scaler, grad_clip, step_scheduler)
+    if sums["n"] == 0:
+        raise ValueError(
+            f"train_loader yielded no batches in epoch {epoch}: is it empty, or a generator that was used up "
+            "before? Pass a DataLoader (utils.to_torch_loader) or a list of batches."
+        )
     return sums
 
 
@@ -495,12 +765,33 @@ def _checkpoint_state(
     }
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left behind by a run that was killed mid-save
+        with contextlib.suppress(OSError):
+            stale.unlink()
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(state, temporary)
+        with open(temporary, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes are on disk before the rename makes them the checkpoint
         os.replace(temporary, path)  # atomic on POSIX and Windows: readers see old or new, never half
+        _fsync_dir(path.parent)
     finally:
         if temporary.exists():
             temporary.unlink()
@@ -581,6 +872,7 @@ def evaluate(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_loss_fn(loss_fn)
     _check_loader(loader, "loader")
     metric_fns = _resolve_metrics(metrics)
     device = get_device(device) if not isinstance(device, torch.device) else device
@@ -591,11 +883,15 @@ def evaluate(
     total_loss, total_n = 0.0, 0
     outputs, targets = [], []
     try:
-        for batch in loader:
+        for index, batch in enumerate(loader):
             X, y = _unpack(batch)
+            bad = _non_finite_in(X, y)
+            if bad is not None:
+                raise ValueError(f"Batch {index + 1} of the loader has NaN or infinite {bad}: the loss and metrics "
+                                 "would be NaN. Clean the data first (utils.to_torch_loader refuses NaN/inf).")
             X, y = _to(X, device), _to(y, device)
             with _autocast(device, amp_dtype):
-                output, loss = _forward(model, X, y, loss_fn)
+                output, loss = _forward(model, X, y, loss_fn, check=index == 0)
             n = len(y) if hasattr(y, "__len__") else 1
             total_loss += loss.item() * n
             total_n += n
@@ -604,11 +900,37 @@ def evaluate(
                 targets.append(y.cpu())
     finally:
         model.train(was_training)
+    if total_n == 0:
+        raise ValueError("The loader yielded no batches: is it empty, or a generator that was used up before? "
+                         "Pass a DataLoader (utils.to_torch_loader) or a list of batches.")
     result = {"loss": total_loss / total_n}
     if metric_fns:
         all_outputs, all_targets = torch.cat(outputs), torch.cat(targets)
         result.update({name: float(fn(all_outputs, all_targets)) for name, fn in metric_fns.items()})
     return result
+
+
+def _first_layer(model: nn.Module) -> nn.Module | None:
+    for module in model.modules():
+        if next(module.parameters(recurse=False), None) is not None:
+            return module
+    return None
+
+
+def _as_input_tensor(model: nn.Module, X: Any) -> torch.Tensor:
+    if isinstance(X, torch.Tensor):
+        return X
+    if X is None:
+        raise ValueError("X is None: pass an array of samples (first axis = samples).")
+    try:
+        array = np.asarray(X)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"X cannot be made into an array ({error}); all samples must have the same shape.") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise TypeError(f"X must be numeric, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.integer) and isinstance(_first_layer(model), nn.Embedding):
+        return torch.as_tensor(array, dtype=torch.long)  # token ids for an embedding layer (e.g. TinyGPT)
+    return torch.as_tensor(array, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -617,22 +939,43 @@ def predict(
 ) -> np.ndarray:
     """Raw outputs (e.g. logits) of ``model`` for the samples in ``X``, as a NumPy array.
 
+    ``X`` is an array, nested list or tensor whose first axis is the samples. NumPy input becomes
+    float32, except integers for a model whose first layer is an ``nn.Embedding`` (token ids,
+    e.g. :class:`utils.TinyGPT`), which become int64; tensors are used as they are. A model
+    that returns a tuple ``(output, ...)`` (as ``TinyGPT`` does) contributes its first element.
+
     Example:
         >>> predict(nn.Linear(3, 2), np.zeros((5, 3))).shape
         (5, 2)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    X_t = torch.as_tensor(np.asarray(X), dtype=torch.float32) if not isinstance(X, torch.Tensor) else X
+    batch_size = check_int("batch_size", batch_size)
+    X_t = _as_input_tensor(model, X)
     if X_t.ndim == 0 or len(X_t) == 0:
-        raise ValueError("X is empty: pass at least one sample.")
+        raise ValueError("X is empty: pass at least one sample (first axis = samples).")
+    if X_t.is_floating_point() and not torch.isfinite(X_t).all():
+        raise ValueError("X contains NaN or infinite values: the outputs would be NaN. Impute or drop them first.")
     device = get_device(device) if not isinstance(device, torch.device) else device
     model.to(device)
     was_training = model.training
     model.eval()
+    chunks = []
     try:
-        chunks = [model(X_t[i : i + batch_size].to(device, non_blocking=True)).float().cpu()
-                  for i in range(0, len(X_t), batch_size)]
+        for i in range(0, len(X_t), batch_size):
+            part = X_t[i : i + batch_size]
+            output = _call_model(model, part.to(device, non_blocking=True))
+            if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+                output = output[0]
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"The model returned a {type(output).__name__}; predict needs a tensor (or a tuple "
+                                "whose first element is one).")
+            if output.ndim == 0 or output.shape[0] != len(part):
+                hint = " X is 1-D: for a single sample pass X[None, :]." if X_t.ndim == 1 else ""
+                raise ValueError(f"The model returned outputs of shape {tuple(output.shape)} for a batch of "
+                                 f"{len(part)} samples (shape {tuple(part.shape)}): the first axis must be the "
+                                 f"samples.{hint}")
+            chunks.append(output.float().cpu())
     finally:
         model.train(was_training)
     return torch.cat(chunks).numpy()

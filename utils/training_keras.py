@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ._checks import check_bool, check_int
 from .history import History
 from .training import progress_enabled
 
@@ -43,8 +44,11 @@ def fit_keras(
         raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
     if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
         raise ValueError("The Keras model is not compiled: call model.compile(optimizer=..., loss=...) first.")
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
-        raise ValueError(f"num_epochs must be a positive int, got {num_epochs!r}")
+    num_epochs = check_int("num_epochs", num_epochs)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size)
+    check_bool("shuffle", shuffle)
+    check_bool("progress", progress)
     is_dataset = isinstance(x, tf.data.Dataset)
     if is_dataset:
         batch_size = None
@@ -59,6 +63,8 @@ def fit_keras(
             raise ValueError(f"x and y must have the same number of samples, got {len(x)} and {len(y)}.")
         if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(np.asarray(x)).all():
             raise ValueError("x contains NaN or infinite values: impute or drop them before training.")
+        if np.issubdtype(np.asarray(y).dtype, np.floating) and not np.isfinite(np.asarray(y)).all():
+            raise ValueError("y contains NaN or infinite values: drop those samples or fill the targets first.")
 
     times: list[float] = []
 

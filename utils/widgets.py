@@ -8,6 +8,9 @@ the function once when built, so an executed notebook shows a first result.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import math
+import numbers
 import traceback
 from typing import Any, Callable, Iterator, Mapping
 
@@ -24,14 +27,23 @@ def _to_widget(name: str, spec: Any) -> Any:
     if isinstance(spec, bool):
         return W.Checkbox(value=spec, description=description, style=style)
     if isinstance(spec, tuple):
-        if len(spec) not in (3, 4) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec):
+        if len(spec) not in (3, 4) or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in spec):
             raise TypeError(f"control {name!r}: a slider is (min, max, step[, value]) with numbers, got {spec!r}; "
                             "use a list for a dropdown")
+        if not all(math.isfinite(v) for v in spec):
+            raise ValueError(f"control {name!r}: slider numbers must be finite, got {spec!r}")
+        integral = all(isinstance(v, numbers.Integral) for v in spec)
+        spec = tuple(int(v) if integral else float(v) for v in spec)
         lo, hi, step = spec[:3]
         value = spec[3] if len(spec) == 4 else lo
+        if not lo < hi:
+            raise ValueError(f"control {name!r}: a slider needs min < max, got min={lo}, max={hi}")
+        if not step > 0:
+            raise ValueError(f"control {name!r}: the slider step must be positive, got {step} "
+                             f"(e.g. {(hi - lo) / 10:g} for ten steps)")
         if not lo <= value <= hi:
             raise ValueError(f"control {name!r}: start value {value} is outside [{lo}, {hi}]")
-        cls = W.IntSlider if all(isinstance(v, int) for v in spec) else W.FloatSlider
+        cls = W.IntSlider if integral else W.FloatSlider
         return cls(min=lo, max=hi, step=step, value=value, description=description,
                    continuous_update=False, style=style)
     if isinstance(spec, list) and spec:
@@ -42,6 +54,26 @@ def _to_widget(name: str, spec: Any) -> Any:
         f"control {name!r}: use an ipywidgets widget, a (min, max, step[, value]) tuple for a slider, "
         f"a list of options for a dropdown, a bool for a checkbox or a str for a text box; got {spec!r}"
     )
+
+
+def _check_names(fn: Callable[..., Any], controls: Mapping[str, Any]) -> None:
+    """Refuse a control ``fn`` cannot take, and a required parameter of ``fn`` without a control."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    accepted = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = [name for name in controls if name not in accepted]
+    if unknown:
+        raise TypeError(f"{getattr(fn, '__name__', 'fn')} has no parameter {', '.join(map(repr, unknown))}: "
+                        f"its parameters are {sorted(accepted)}; name each control after one of them.")
+    missing = [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               and p.name not in controls]
+    if missing:
+        raise TypeError(f"{getattr(fn, '__name__', 'fn')} needs {', '.join(map(repr, missing))}, which no control "
+                        "provides: add a control for each, or give the parameter a default.")
 
 
 class Panel:
@@ -63,6 +95,12 @@ class Panel:
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         if not controls:
             raise ValueError("A panel needs at least one control.")
+        for flag_name, flag in (("auto", auto), ("run_on_build", run_on_build)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{flag_name} must be True or False, got {type(flag).__name__} {flag!r}")
+        if title is not None and not isinstance(title, str):
+            raise TypeError(f"title must be a string or None, got {type(title).__name__}")
+        _check_names(fn, controls)
         self.fn = fn
         self.controls = {name: _to_widget(name, spec) for name, spec in controls.items()}
         self.output = W.Output(layout=W.Layout(min_height="40px"))
