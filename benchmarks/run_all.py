@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_chapters  # noqa: E402
+import bench_compression  # noqa: E402
 import bench_text  # noqa: E402
 import bench_tinygpt  # noqa: E402
 import bench_training  # noqa: E402
@@ -93,6 +94,10 @@ def main() -> None:
     if "11" in chapter_names:
         print("Text classifier …", flush=True)
         text = bench_text.run()
+    compression = None
+    if "15" in chapter_names:
+        print("Compression, serving, KV cache …", flush=True)
+        compression = bench_compression.run()
     print("Chapters …", flush=True)
     chapters = bench_chapters.run_all()
     gpu = run_gpu()
@@ -132,6 +137,9 @@ def main() -> None:
         sections.append("Not run: no CUDA device on this machine (`torch.cuda.is_available()` is False).")
     else:
         sections += [gpu_markdown(gpu), ""]
+    sections += ["## 6. Compression, serving and KV cache (chapter 15)", "",
+                 "Not run: chapter 15 does not exist yet." if compression is None else bench_compression.markdown(compression),
+                 ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(sections) + "\n", encoding="utf-8")
     print(f"BENCHMARKS.md written ({elapsed / 60:.1f} min)")
 

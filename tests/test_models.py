@@ -221,3 +221,69 @@ def test_overfits_a_tiny_batch_through_utils_fit():
     _, loss = model(X, y)
     assert history["loss"][0] > 2.0
     assert loss.item() < 0.1 * math.log(V)  # from ≈ ln V = 3.6 nats to below 0.36
+
+
+# --------------------------------------------------------------------------- KV cache (chapter 15)
+
+
+@pytest.mark.parametrize("use_sdpa", [True, False], ids=["sdpa", "manual"])
+def test_cached_logits_equal_the_full_forward_pass_position_by_position(use_sdpa):
+    model = make_model().eval()
+    set_sdpa(model, use_sdpa)
+    idx = tokens(2, T)
+    full, _ = model(idx)
+    logits, cache = model.forward_with_cache(idx[:, :5])  # prefill 5 positions
+    pieces = [logits]
+    for t in range(5, T - 3):  # then one token at a time
+        logits, cache = model.forward_with_cache(idx[:, t:t + 1], cache)
+        pieces.append(logits)
+    logits, cache = model.forward_with_cache(idx[:, T - 3:], cache)  # and a chunk of 3 after a cache
+    pieces.append(logits)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prompt_len,new_tokens", [(3, 10), (1, 40), (T, 5), (T + 4, 6)],
+                         ids=["fits", "overflows", "prompt-fills-block", "prompt-longer-than-block"])
+def test_cached_greedy_decoding_gives_the_same_tokens_as_the_uncached_path(prompt_len, new_tokens):
+    model = make_model(seed=3)
+    prompt = tokens(2, prompt_len, seed=4)
+    cached = model.generate(prompt, new_tokens, top_k=1)
+    uncached = model.generate(prompt, new_tokens, top_k=1, use_cache=False)
+    assert cached.shape == (2, prompt_len + new_tokens)
+    assert torch.equal(cached, uncached)
+
+
+def test_use_cache_is_the_default_and_sampling_with_a_seed_matches_the_uncached_path():
+    model = make_model(seed=5)
+    prompt = tokens(1, 4, seed=6)
+    default = model.generate(prompt, 12, generator=torch.Generator().manual_seed(0))
+    uncached = model.generate(prompt, 12, generator=torch.Generator().manual_seed(0), use_cache=False)
+    assert torch.equal(default, uncached)
+
+
+def test_cache_memory_is_two_times_layers_times_width_times_context_times_bytes():
+    model = make_model(n_layer=3, d_model=32, n_head=4).eval()
+    _, cache = model.forward_with_cache(tokens(2, 7))
+    assert len(cache) == 3 and cache[0][0].shape == (2, 4, 7, 8)
+    measured = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in cache)
+    assert measured == model.kv_cache_bytes(7, batch_size=2) == 2 * 3 * 32 * 7 * 2 * 4
+    assert model.kv_cache_bytes(7, dtype=torch.bfloat16) == 2 * 3 * 32 * 7 * 2
+
+
+def test_cache_rejects_contexts_beyond_block_size_and_bad_arguments():
+    model = make_model().eval()
+    _, cache = model.forward_with_cache(tokens(1, T))
+    with pytest.raises(ValueError, match="exceed block_size"):
+        model.forward_with_cache(tokens(1, 1), cache)
+    with pytest.raises(ValueError, match="2 .keys, values. pairs"):
+        model.forward_with_cache(tokens(1, 1), cache[:1])
+    with pytest.raises(ValueError, match="sequences"):
+        model.forward_with_cache(tokens(3, 1), model.forward_with_cache(tokens(1, 2))[1])
+    with pytest.raises(ValueError, match="exceeds block_size"):
+        model.kv_cache_bytes(T + 1)
+    with pytest.raises(ValueError, match="context must be a positive int"):
+        model.kv_cache_bytes(0)
+    with pytest.raises(TypeError, match="dtype"):
+        model.kv_cache_bytes(4, dtype="float16")
+    with pytest.raises(TypeError, match="use_cache"):
+        model.generate(tokens(1, 2), 3, use_cache="yes")

@@ -9,6 +9,11 @@ its weight with the token embedding. Its parameter count equals
 Attention uses ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels on
 CPU and GPU) when PyTorch has it, and an explicit masked softmax otherwise; both compute
 the same numbers, and a test checks that they do.
+
+``generate`` keeps a key/value cache by default (``use_cache=True``, chapter 15): the keys and
+values of earlier positions are stored per layer, so each new token costs one position's work
+instead of a forward pass over the whole context. The cache holds
+``2 · n_layer · d_model · context`` numbers per sequence (:meth:`TinyGPT.kv_cache_bytes`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["GPTConfig", "TinyGPT"]
+__all__ = ["GPTConfig", "KVCache", "TinyGPT"]
+
+# One (keys, values) pair per layer, each of shape (batch, n_head, context, head_size).
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -96,6 +104,35 @@ class CausalSelfAttention(nn.Module):
         self.register_buffer("causal_mask", mask.view(1, 1, config.block_size, config.block_size),
                              persistent=False)
 
+    def forward_cached(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Attention of the new positions ``x`` (B, T, C) over the cached ones and themselves.
+
+        Returns the output and the cache extended by this call's keys and values.
+        """
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+        P = k.size(2) - T  # positions already cached
+        if T == 1:  # one new query sees every cached key: no mask needed
+            mask = None
+        else:  # query i (absolute position P + i) sees keys 0 … P + i
+            mask = self.causal_mask[:, :, P:P + T, :P + T]
+        if self.use_sdpa:
+            if P == 0 and T > 1:  # prefill: the plain causal case, fused kernel
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf"))
+            y = F.softmax(att, dim=-1) @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y), (k, v)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
@@ -141,6 +178,12 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
+
+    def forward_cached(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        attn_out, present = self.attn.forward_cached(self.ln_1(x), past)
+        x = x + attn_out
+        return x + self.mlp(self.ln_2(x)), present
 
 
 class TinyGPT(nn.Module):
@@ -266,15 +309,86 @@ class TinyGPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
+    def forward_with_cache(self, idx: torch.Tensor, past: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Logits of the new tokens ``idx`` (B, T) given the cache ``past`` of earlier positions.
+
+        Returns ``(logits, cache)``: logits of shape ``(B, T, vocab_size)`` — the same numbers
+        ``forward`` gives for these positions of the whole sequence — and the cache extended by
+        ``T`` positions (one ``(keys, values)`` pair per layer, each ``(B, n_head, context, head_size)``).
+        The new tokens take positions ``context … context + T - 1``, so the total may not exceed
+        ``block_size``. Inference only (no gradients, no dropout: call it in eval mode).
+
+        Example:
+            >>> logits, cache = model.forward_with_cache(prompt)          # prefill the prompt
+            >>> logits, cache = model.forward_with_cache(next_id, cache)  # one new token
+        """
+        self._check_idx(idx)
+        n_past = 0
+        if past is not None:
+            if not isinstance(past, list) or len(past) != self.config.n_layer:
+                raise ValueError(f"past must be the list of {self.config.n_layer} (keys, values) pairs that "
+                                 "forward_with_cache returned, or None for the first call")
+            n_past = past[0][0].shape[2]
+            if past[0][0].shape[0] != idx.shape[0]:
+                raise ValueError(f"past holds {past[0][0].shape[0]} sequences but idx has {idx.shape[0]}")
+        T = idx.shape[1]
+        if n_past + T > self.config.block_size:
+            raise ValueError(
+                f"{n_past} cached + {T} new positions exceed block_size={self.config.block_size}; "
+                f"start again from the last {self.config.block_size} tokens with past=None"
+            )
+        pos = torch.arange(n_past, n_past + T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        present: KVCache = []
+        for i, block in enumerate(self.transformer.h):
+            x, kv = block.forward_cached(x, None if past is None else past[i])
+            present.append(kv)
+        return self.lm_head(self.transformer.ln_f(x)), present
+
+    def kv_cache_bytes(self, context: int, batch_size: int = 1, dtype: torch.dtype | None = None) -> int:
+        """Memory of the key/value cache for ``context`` positions: ``2 · n_layer · d_model · context · B · bytes``.
+
+        Two tensors (keys and values) per layer, each ``d_model`` numbers per position
+        (``n_head · head_size``). ``dtype`` defaults to the model's parameter dtype.
+
+        Example:
+            >>> TinyGPT(GPTConfig(vocab_size=65, n_layer=4, d_model=128, block_size=512)).kv_cache_bytes(512)
+            2097152
+        """
+        for name, value in (("context", context), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if dtype is None:
+            dtype = next(self.parameters()).dtype
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}")
+        if context > self.config.block_size:
+            raise ValueError(f"context {context} exceeds block_size={self.config.block_size}: the cache never holds "
+                             "more than block_size positions (generate re-prefills the last block_size tokens)")
+        element = torch.empty((), dtype=dtype).element_size()
+        return 2 * self.config.n_layer * self.config.d_model * context * batch_size * element
+
+    @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
         """Extend ``idx`` (shape ``(B, T)``) by ``max_new_tokens`` sampled tokens.
 
-        Each step feeds the last ``block_size`` tokens, divides the last logits by
+        Each step conditions on the last ``block_size`` tokens, divides the last logits by
         ``temperature`` (> 0; lower is greedier), keeps the ``top_k`` most likely tokens
         if given, and samples from the softmax. ``top_k=1`` is greedy decoding and
         deterministic. Pass a seeded ``torch.Generator`` for reproducible samples. The
         model runs in eval mode (no dropout) and its mode is restored afterwards.
+
+        ``use_cache=True`` (default) keeps the keys and values of earlier positions
+        (:meth:`forward_with_cache`): the prompt is processed once, then each step feeds only
+        the newest token. ``use_cache=False`` runs the whole context through the model at every
+        step. Both condition on the same tokens at the same positions, so greedy decoding gives
+        the same tokens. **Overflow rule:** once the context would exceed ``block_size``, the
+        context is cropped to its last ``block_size`` tokens and the cache is rebuilt from them
+        (re-prefilled) — every step from then on, because the learned position embeddings of
+        all kept tokens shift by one. Past ``block_size`` the cache therefore saves nothing; its
+        speed-up holds while ``T + max_new_tokens ≤ block_size``.
 
         Example:
             >>> out = model.generate(torch.zeros(1, 1, dtype=torch.long), 20, temperature=0.8, top_k=10)
@@ -294,12 +408,21 @@ class TinyGPT(nn.Module):
             if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
                 raise ValueError(f"top_k must be None or an int ≥ 1, got {top_k!r}")
             top_k = min(top_k, self.config.vocab_size)
+        if not isinstance(use_cache, bool):
+            raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
+        block_size = self.config.block_size
         was_training = self.training
         self.eval()
         try:
+            cache: KVCache | None = None
             for _ in range(max_new_tokens):
-                idx_cond = idx[:, -self.config.block_size:]
-                logits, _ = self(idx_cond)
+                if not use_cache:
+                    logits, _ = self(idx[:, -block_size:])
+                elif cache is None or cache[0][0].shape[2] >= block_size:
+                    # first step, or overflow: (re-)prefill the last block_size tokens
+                    logits, cache = self.forward_with_cache(idx[:, -block_size:])
+                else:
+                    logits, cache = self.forward_with_cache(idx[:, -1:], cache)
                 logits = logits[:, -1, :].float() / temperature
                 if top_k == 1:  # greedy: no randomness at all
                     next_id = logits.argmax(dim=-1, keepdim=True)
