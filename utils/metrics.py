@@ -217,7 +217,7 @@ def classification_report(y_true: Any, y_pred: Any, *, target_names: Sequence[st
     """Per-class precision, recall, F1 and support, plus macro and weighted averages, as a DataFrame.
 
     Example:
-        >>> classification_report([0, 1, 1], [0, 1, 0], target_names=["neg", "pos"]).loc["pos", "recall"]
+        >>> float(classification_report([0, 1, 1], [0, 1, 0], target_names=["neg", "pos"]).loc["pos", "recall"])
         0.5
     """
     import pandas as pd
