@@ -6,7 +6,10 @@ Modules: ``device`` (devices, seeds, TF set-up, environment report), ``params`` 
 counting), ``data`` (offline datasets and loaders), ``training`` / ``training_keras``
 (``fit``, ``evaluate``, ``fit_keras``), ``history``, ``metrics`` (accuracy, precision, recall, F1, confusion matrix),
 ``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun), ``models`` (``TinyGPT``, chapter 10),
-``text`` (pretrained encoder, text classifiers, LoRA; chapter 11 — imports ``transformers`` on first use).
+``text`` (pretrained encoder, text classifiers, LoRA; chapter 11 — imports ``transformers`` on first use),
+``cost`` (FLOPs, compute-optimal sizes, training memory, GPU-hours, serving cost; chapters 08, 16, 17),
+``retrieval`` (``Retriever``: BM25, embedding and hybrid search; chapter 12), ``serving`` (``serve``: a
+local uvicorn server that always stops; chapter 15 — import it as ``utils.serving``).
 """
 
 from .data import (
@@ -21,22 +24,23 @@ from .data import (
 )
 from .device import configure_tensorflow, environment_report, get_device, set_seed
 from .errata import load_errata, show_errata
-from . import distributed, metrics
+from . import cost, distributed, metrics
 from .history import History
 from .models import GPTConfig, TinyGPT
 from .text import TextClassifier, load_pretrained_encoder, train_text_classifier
 from .params import count_parameters, transformer_param_count
+from .retrieval import Retriever
 from .plots import COLORS, plot_history, use_course_style
 from .training import NonFiniteLossError, evaluate, fit, predict
 from .training_keras import fit_keras
 from .widgets import Panel, make_panel
 
 __all__ = [
-    "COLORS", "configure_tensorflow", "count_parameters", "DATA_DIR", "data_path", "distributed",
+    "COLORS", "configure_tensorflow", "cost", "count_parameters", "DATA_DIR", "data_path", "distributed",
     "environment_report", "evaluate", "fit", "fit_keras", "get_device", "GPTConfig", "History",
     "load_breast_cancer_split", "load_diabetes_split", "load_digits_split", "load_errata",
     "load_pretrained_encoder", "make_panel", "metrics", "NonFiniteLossError", "Panel", "plot_history",
-    "predict", "set_seed", "show_errata", "Split", "TextClassifier", "TinyGPT", "to_tf_dataset",
+    "predict", "Retriever", "set_seed", "show_errata", "Split", "TextClassifier", "TinyGPT", "to_tf_dataset",
     "to_torch_loader", "train_text_classifier", "transformer_param_count", "use_course_style",
 ]
 __version__ = "0.1.0"
