@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .device import get_device
-from .training import progress_enabled, resolve_amp
+from .training import _fsync_dir, progress_enabled, resolve_amp
 
 __all__ = [
     "METHODS",
@@ -626,19 +626,6 @@ class TextClassifier:
 
 
 _SAVED_FILES = ("config.json", "weights.pt")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # Windows cannot open folders; renames there are durable enough
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _recover_interrupted_save(folder: Path, *, remove_leftovers: bool = True) -> None:
