@@ -15,6 +15,11 @@ def test_errata_rows_are_complete_and_ids_unique():
     assert set(frame["document"]) <= {"000", "001", "002", "003", "004"}
 
 
+def test_every_errata_row_has_a_known_kind():
+    kinds = set(utils.load_errata()["kind"])
+    assert kinds <= set(utils.errata.ERRATA_KINDS), f"unknown kinds {sorted(kinds - set(utils.errata.ERRATA_KINDS))}"
+
+
 def test_every_errata_row_points_at_an_existing_chapter():
     chapters = {p.name[:2] for p in CHAPTERS.glob("[0-9][0-9]_*.ipynb")}
     for _, row in utils.load_errata().iterrows():

@@ -6,9 +6,11 @@ from typing import Any
 
 from .data import data_path
 
-__all__ = ["load_errata", "show_errata", "ERRATA_COLUMNS"]
+__all__ = ["load_errata", "show_errata", "ERRATA_COLUMNS", "ERRATA_KINDS"]
 
-ERRATA_COLUMNS = ["id", "document", "section", "says", "correct", "chapter", "shown_in"]
+ERRATA_COLUMNS = ["id", "document", "section", "says", "correct", "kind", "chapter", "shown_in"]
+# What sort of mistake a row corrects (chapter 19 counts them by kind).
+ERRATA_KINDS = ("formula", "worked example", "code", "citation", "date", "definition", "claim")
 
 
 def load_errata(chapter: str | None = None) -> Any:
