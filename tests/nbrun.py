@@ -10,6 +10,7 @@ second. As a last resort a cell times out after ``CELL_TIMEOUT_S`` and the chapt
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from queue import Empty
@@ -62,3 +63,17 @@ def execute_chapter(path: Path, out: Path, *, cwd: Path, **parameters) -> int:
                 raise
             print(f"{path.name}: a cell timed out after {CELL_TIMEOUT_S} s; running the chapter once more")
     raise AssertionError("unreachable")
+
+
+def main(argv: list[str]) -> int:
+    """``python tests/nbrun.py SRC OUT CWD``: run one chapter in this process (used for parallel runs)."""
+    if len(argv) != 3:
+        print("usage: python tests/nbrun.py SOURCE.ipynb OUT.ipynb CWD", file=sys.stderr)
+        return 2
+    src, out, cwd = (Path(a) for a in argv)
+    print(f"ATTEMPTS={execute_chapter(src, out, cwd=cwd)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
