@@ -182,3 +182,40 @@ def test_price_tables_load_and_the_peak_flops_are_the_data_sheet_values():
     assert cost.gpu_spec("H100 SXM", "tdp_w") == 700
     api = cost.load_api_prices()
     assert (api["usd_per_million_tokens"] > 0).all()
+
+
+# Hoffmann et al. 2022, Appendix D.3, Table A3 (not stored in data/): parameters, FLOPs, tokens per approach.
+# The approach-3 175B row prints 1.26e+24 FLOPs, a typo for 1.26e+25 (= 6 x 175e9 x 12.0e12); the test shows it.
+TABLE_A3_APPROACH_2 = [
+    (400e6, 1.84e19, 7.7e9), (1e9, 1.20e20, 20.0e9), (10e9, 1.32e22, 219.5e9), (67e9, 6.88e23, 1.7e12),
+    (175e9, 4.54e24, 4.3e12), (280e9, 1.18e25, 7.1e12), (520e9, 4.19e25, 13.4e12), (1e12, 1.59e26, 26.5e12),
+    (10e12, 1.75e28, 292.0e12),
+]
+TABLE_A3_APPROACH_3 = [
+    (400e6, 2.21e19, 9.2e9), (1e9, 1.62e20, 27.1e9), (10e9, 2.46e22, 410.1e9), (67e9, 1.71e24, 4.1e12),
+    (175e9, 1.26e24, 12.0e12), (280e9, 3.52e25, 20.1e12), (520e9, 1.36e26, 43.5e12), (1e12, 5.65e26, 94.1e12),
+    (10e12, 8.55e28, 1425.5e12),
+]
+
+
+def test_table_a3_approach_2_obeys_c_6nd_and_its_fitted_exponent_is_the_papers_0_49():
+    # tolerance 1.5%: the tokens are printed with 2-3 significant digits (1.7T can mean 1.65-1.75T, +-3%)
+    assert max(_rel(cost.training_flops(n, d), c) for n, c, d in TABLE_A3_APPROACH_2) < 0.015
+    n, c = np.array([r[0] for r in TABLE_A3_APPROACH_2]), np.array([r[1] for r in TABLE_A3_APPROACH_2])
+    slope = np.polyfit(np.log(c), np.log(n), 1)[0]
+    assert abs(slope - 0.49) < 0.01  # Hoffmann et al. Table 2, approach 2: a = 0.49 (printed to 2 digits)
+    # a fixed tokens-per-parameter ratio cannot reproduce it: the ratio grows from 19 to 29 along the table
+    ratios = [d / n for n, _, d in TABLE_A3_APPROACH_2]
+    assert ratios[-1] / ratios[0] > 1.4
+
+
+def test_chinchilla_optimal_with_the_unrounded_constants_reproduces_table_a3_approach_3_within_10_percent():
+    typo = [r for r in TABLE_A3_APPROACH_3 if _rel(cost.training_flops(r[0], r[2]), r[1]) > 0.05]
+    assert [r[0] for r in typo] == [175e9] and _rel(cost.training_flops(175e9, 12.0e12), 1.26e25) < 0.01
+    for n, c, d in TABLE_A3_APPROACH_3:
+        c = cost.training_flops(n, d) if n == 175e9 else c  # use the corrected budget for the typo row
+        n_tex, _ = cost.chinchilla_optimal(c, constants="hoffmann2022_unrounded")
+        n_printed, _ = cost.chinchilla_optimal(c)
+        # 10%: the table's 2-3 digit budgets and the constants' 4 digits, compounded over up to 9 decades of C
+        assert _rel(n_tex, n) < 0.10, (n, n_tex)
+        assert n_printed < 0.85 * n  # the rounded printed constants undershoot every row by more than 15%

@@ -30,3 +30,22 @@ def test_api_prices_list_input_and_output_for_every_model_with_a_date():
         assert sorted(rows["direction"]) == ["input", "output"], model
         by = rows.set_index("direction")["usd_per_million_tokens"]
         assert by["output"] >= by["input"], model  # every listed provider charges more for output
+
+
+def test_serving_benchmarks_are_sourced_dated_and_imply_a_utilisation_between_0_and_1():
+    from utils import cost
+
+    frame = pd.read_csv(data_path("serving_benchmarks.csv"))
+    assert list(frame.columns) == ["model", "n_params", "hardware", "precision", "batch_size", "input_tokens",
+                                   "output_tokens", "output_tokens_per_s_per_gpu", "software", "date_seen", "source"]
+    assert frame.notna().all().all() and len(frame) >= 1
+    numbers = frame[["n_params", "batch_size", "input_tokens", "output_tokens", "output_tokens_per_s_per_gpu"]]
+    assert (numbers > 0).all().all()
+    assert frame["date_seen"].astype(str).map(DATE.match).notna().all()
+    assert frame["source"].str.len().min() > 30
+    hardware = set(pd.read_csv(data_path("hardware_prices.csv"))["hardware"])
+    assert set(frame["hardware"]) <= hardware  # every row's peak FLOP/s can be looked up
+    for r in frame.itertuples():
+        u = cost.serving_utilisation(r.n_params, r.output_tokens_per_s_per_gpu, input_tokens=r.input_tokens,
+                                     output_tokens=r.output_tokens, peak_flops_per_s=cost.gpu_spec(r.hardware))
+        assert 0 < u <= 1, (r.model, r.hardware, u)  # more than the GPU's peak would be a transcription error

@@ -9,7 +9,11 @@ Every formula names its source:
   *Training Compute-Optimal Large Language Models* (Chinchilla), arXiv:2203.15556, Table 3 and §3.3
   (approach 3: E 1.69, A 406.4, B 410.7, α 0.34, β 0.28). Re-fit of approach 3 by Besiroglu et al.
   2024, *Chinchilla Scaling: A replication attempt*, arXiv:2404.10102 (E 1.8172, A 482.01, B 2085.43,
-  α 0.3478, β 0.3658).
+  α 0.3478, β 0.3658); the same paper quotes the unrounded approach-3 values of the paper's TeX source
+  (E 1.6934, α 0.3392, β 0.2849), which reproduce Hoffmann et al.'s own approach-3 table (Table A3).
+- Serving utilisation from a published throughput: a forward pass costs 2·N per token (Kaplan et al. 2020),
+  so a server producing ``t`` output tokens per second for requests of ``i`` input and ``o`` output tokens
+  does ``2·N·t·(i + o)/o`` model FLOP/s; divided by the GPU's peak it is the model FLOPs utilisation of serving.
 - Training memory (16 bytes per parameter for Adam in mixed precision, ZeRO stages 1–3):
   Rajbhandari et al. 2020, *ZeRO: Memory Optimizations Toward Training Trillion Parameter Models*,
   arXiv:1910.02054, §3.1 and Figure 1.
@@ -31,17 +35,21 @@ from .data import data_path
 __all__ = [
     "HOFFMANN_2022", "BESIROGLU_2024", "training_flops", "inference_flops", "compute_optimal",
     "chinchilla_loss", "chinchilla_optimal", "training_memory_bytes", "training_memory_gb", "gpu_hours",
-    "implied_mfu", "cost_usd", "co2_kg", "cost_per_1k_requests", "break_even_requests",
-    "load_hardware_prices", "load_api_prices", "gpu_spec",
+    "implied_mfu", "cost_usd", "co2_kg", "cost_per_1k_requests", "break_even_requests", "serving_utilisation",
+    "load_hardware_prices", "load_api_prices", "load_serving_benchmarks", "gpu_spec", "HOFFMANN_2022_UNROUNDED",
 ]
 
 HOFFMANN_2022 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 """Chinchilla approach-3 constants as printed in Hoffmann et al. 2022, §3.3 (eq. 10 context)."""
 
+HOFFMANN_2022_UNROUNDED = {"E": 1.6934, "A": 406.4, "B": 410.7, "alpha": 0.3392, "beta": 0.2849}
+"""The same approach-3 fit with the unrounded values of the paper's TeX source, as quoted by Besiroglu et al. 2024."""
+
 BESIROGLU_2024 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 """Epoch AI re-fit of approach 3 from the paper's own data points (Besiroglu et al. 2024, Table 1)."""
 
-_CONSTANTS = {"hoffmann2022": HOFFMANN_2022, "besiroglu2024": BESIROGLU_2024}
+_CONSTANTS = {"hoffmann2022": HOFFMANN_2022, "hoffmann2022_unrounded": HOFFMANN_2022_UNROUNDED,
+              "besiroglu2024": BESIROGLU_2024}
 _WEIGHT_BYTES = {"fp32": 4, "mixed": 2, "bf16": 2}  # bytes per weight (and per gradient) during training
 _OPTIMIZER_BYTES = {"adam": 8, "adamw": 8, "momentum": 4, "sgd": 0}  # fp32 optimizer buffers per parameter
 
@@ -147,7 +155,8 @@ def _constants(constants: Any) -> dict[str, float]:
 def chinchilla_loss(n_params: Any, n_tokens: Any, *, constants: Any = "hoffmann2022") -> float:
     """Predicted pretraining loss ``L(N, D) = E + A / N^α + B / D^β`` (Hoffmann et al. 2022, eq. 2).
 
-    ``constants``: ``"hoffmann2022"`` (approach 3 as printed), ``"besiroglu2024"`` (the Epoch AI re-fit,
+    ``constants``: ``"hoffmann2022"`` (approach 3 as printed), ``"hoffmann2022_unrounded"`` (the same fit with
+    the TeX-source digits), ``"besiroglu2024"`` (the Epoch AI re-fit,
     which its authors find consistent with approaches 1 and 2), or a dict with ``E, A, B, alpha, beta``.
     Losses are in nats per token of the MassiveText tokenizer: meaningful only for that data.
 
@@ -315,6 +324,28 @@ def break_even_requests(fixed_cost_usd: Any, *, price_per_request: Any, variable
     return math.inf if margin <= 0 else fixed / margin
 
 
+def serving_utilisation(n_params: Any, output_tokens_per_s: Any, *, input_tokens: Any, output_tokens: Any,
+                        peak_flops_per_s: Any) -> float:
+    """Model FLOPs utilisation of a server from its published output throughput per GPU.
+
+    Every request of ``input_tokens`` + ``output_tokens`` costs ``2·N`` FLOPs per token (prompt and generated
+    tokens alike; the attention term is ignored), and the server emits ``output_tokens_per_s`` generated
+    tokens per second, so it does ``2·N·output_tokens_per_s·(input_tokens + output_tokens)/output_tokens``
+    model FLOP/s. Divided by ``peak_flops_per_s`` this is the utilisation to pass to ``gpu_hours``. It can
+    exceed 1 when the benchmark ran in a lower precision than the peak you divide by (FP8 vs a bf16 peak).
+
+    Example:
+        >>> round(serving_utilisation(7e9, 1000, input_tokens=100, output_tokens=100, peak_flops_per_s=1e15), 3)
+        0.028
+    """
+    n_params = _real("n_params", n_params)
+    rate = _real("output_tokens_per_s", output_tokens_per_s)
+    n_in = _real("input_tokens", input_tokens, allow_zero=True)
+    n_out = _real("output_tokens", output_tokens)
+    peak = _real("peak_flops_per_s", peak_flops_per_s)
+    return 2.0 * n_params * rate * (n_in + n_out) / n_out / peak
+
+
 def _load_csv(name: str, required: list[str]) -> Any:
     import pandas as pd
 
@@ -344,6 +375,18 @@ def load_api_prices() -> Any:
     """
     return _load_csv("api_prices.csv", ["model", "provider", "direction", "usd_per_million_tokens", "date_seen",
                                         "source"])
+
+
+def load_serving_benchmarks() -> Any:
+    """``data/serving_benchmarks.csv``: published LLM serving throughputs per GPU (vendor benchmarks, dated).
+
+    Example:
+        >>> int(load_serving_benchmarks()["output_tokens_per_s_per_gpu"].min()) > 0
+        True
+    """
+    return _load_csv("serving_benchmarks.csv", ["model", "n_params", "hardware", "precision", "batch_size",
+                                                "input_tokens", "output_tokens", "output_tokens_per_s_per_gpu",
+                                                "software", "date_seen", "source"])
 
 
 def gpu_spec(hardware: str, kind: str = "peak_bf16_dense_flops") -> float:
