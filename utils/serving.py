@@ -1,5 +1,9 @@
 """Serve an ASGI app (FastAPI) on 127.0.0.1 from a notebook, and always stop it (chapter 15).
 
+- :func:`serve` — a context manager that runs the app with uvicorn and always stops it.
+- :class:`DynamicBatcher` — groups concurrent single-item calls (one per request) into one
+  batch call of a model, waiting at most ``max_wait_ms`` for up to ``max_batch`` items.
+
 :func:`serve` is a context manager: it starts ``uvicorn`` in a daemon thread of the current
 process on a free loopback port, waits until the server accepts connections, yields its base
 URL, and on exit — normal or by an exception — asks the server to shut down and joins the
@@ -12,12 +16,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import queue
 import socket
 import threading
 import time
-from typing import Any, Iterator
+import weakref
+from concurrent.futures import Future
+from typing import Any, Callable, Iterator, Sequence
 
-__all__ = ["free_port", "serve"]
+from ._checks import check_int, check_real
+
+__all__ = ["DynamicBatcher", "free_port", "serve"]
 
 _RUNNING: set[Any] = set()  # uvicorn.Server objects still running (stopped by the atexit hook)
 _LOCK = threading.Lock()
@@ -40,6 +49,8 @@ def _stop_all() -> None:
         servers = list(_RUNNING)
     for server in servers:
         server.should_exit = True
+    for batcher in list(_BATCHERS):
+        batcher.close(timeout=2.0)
 
 
 atexit.register(_stop_all)
@@ -99,3 +110,128 @@ def serve(app: Any, *, host: str = "127.0.0.1", port: int | None = None, startup
         thread.join(timeout=10)
         with _LOCK:
             _RUNNING.discard(server)
+
+
+_BATCHERS: "weakref.WeakSet[DynamicBatcher]" = weakref.WeakSet()  # still open (closed by the atexit hook)
+_STOP = object()
+
+
+class DynamicBatcher:
+    """Run concurrent single-item calls as one call of ``fn`` on a list of items (dynamic batching).
+
+    Each caller hands over one item (``batcher(item)`` blocks, ``batcher.submit(item)`` returns a
+    :class:`concurrent.futures.Future`). One worker thread takes the first waiting item, then keeps
+    collecting until it has ``max_batch`` items or ``max_wait_ms`` milliseconds have passed since
+    it took the first, calls ``fn(items)`` once and hands result ``i`` to the caller of item ``i``.
+    ``fn`` must return one result per item, in order; if it raises, every caller of that batch gets
+    the exception and the batcher carries on. ``max_wait_ms=0`` groups only what is already waiting.
+    The sizes of the batches run so far are in :attr:`batch_sizes`.
+
+    Use it as a context manager (or call :meth:`close`): the worker is a daemon thread, stopped on
+    exit from the ``with`` block, and an ``atexit`` hook closes any batcher still open, so it never
+    outlives the process. Items still waiting at close get a RuntimeError.
+
+    Example:
+        >>> with DynamicBatcher(lambda xs: [2 * x for x in xs], max_batch=8, max_wait_ms=2) as double:
+        ...     double(21)
+        42
+    """
+
+    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], *, max_batch: int = 32,
+                 max_wait_ms: float = 5.0) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be a callable taking a list of items and returning one result per item, "
+                            f"got {type(fn).__name__}")
+        self.max_batch = check_int("max_batch", max_batch, minimum=1)
+        self.max_wait_ms = check_real("max_wait_ms", max_wait_ms, non_negative=True)
+        self._fn = fn
+        self._queue: queue.Queue = queue.Queue()
+        self._sizes: list[int] = []
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="dynamic-batcher", daemon=True)
+        self._thread.start()
+        _BATCHERS.add(self)
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The number of items in each batch run so far (a copy)."""
+        return list(self._sizes)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def submit(self, item: Any) -> Future:
+        """Queue ``item``; the returned future gets its result (or ``fn``'s exception)."""
+        future: Future = Future()
+        with self._close_lock:  # no item may slip in behind the stop marker
+            if self._closed:
+                raise RuntimeError("this DynamicBatcher is closed: create a new one (or use it inside its with block)")
+            self._queue.put((item, future))
+        return future
+
+    def __call__(self, item: Any, timeout: float | None = None) -> Any:
+        """``fn([..., item, ...])``'s result for ``item``, computed in a batch with concurrent callers."""
+        return self.submit(item).result(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker after the batch it is running; items still waiting get a RuntimeError."""
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_STOP)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        _BATCHERS.discard(self)
+
+    def __enter__(self) -> "DynamicBatcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            deadline = time.monotonic() + self.max_wait_ms / 1000
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    entry = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is _STOP:
+                    stop = True
+                    break
+                batch.append(entry)
+            self._run(batch)
+        while True:  # fail whatever is left (nothing can be added after the stop marker)
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if entry is not _STOP and entry[1].set_running_or_notify_cancel():
+                entry[1].set_exception(RuntimeError("the DynamicBatcher was closed before this item ran"))
+
+    def _run(self, batch: list[tuple[Any, Future]]) -> None:
+        batch = [(item, future) for item, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        try:
+            results = list(self._fn([item for item, _ in batch]))
+            if len(results) != len(batch):
+                raise ValueError(f"fn returned {len(results)} results for a batch of {len(batch)} items: "
+                                 "it must return exactly one result per item, in order")
+        except BaseException as error:  # noqa: BLE001 - handed to every caller, the worker carries on
+            for _, future in batch:
+                future.set_exception(error)
+            return
+        self._sizes.append(len(batch))
+        for (_, future), result in zip(batch, results):
+            future.set_result(result)
