@@ -9,7 +9,8 @@ counting), ``data`` (offline datasets and loaders), ``training`` / ``training_ke
 ``text`` (pretrained encoder, text classifiers, LoRA; chapter 11 — imports ``transformers`` on first use),
 ``cost`` (FLOPs, compute-optimal sizes, training memory, GPU-hours, serving cost; chapters 08, 16, 17),
 ``retrieval`` (``Retriever``: BM25, embedding and hybrid search; chapter 12), ``serving`` (``serve``: a
-local uvicorn server that always stops; chapter 15 — import it as ``utils.serving``).
+local uvicorn server that always stops, and ``DynamicBatcher``; chapter 15 — import it as ``utils.serving``), ``audit``
+(the headings of the five documents and the audit table; chapter 19).
 """
 
 from .data import (
