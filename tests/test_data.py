@@ -109,3 +109,22 @@ def test_data_path_finds_course_files_and_explains_missing_ones():
     assert utils.data_path("errata.csv").is_file()
     with pytest.raises(FileNotFoundError, match="ships with the repository"):
         utils.data_path("no_such_file.csv")
+
+
+def test_models_csv_has_the_documented_columns_rows_and_sources():
+    import pandas as pd
+
+    models = pd.read_csv(utils.data_path("models.csv"))
+    assert list(models.columns) == ["model", "year", "parameters", "training_data", "source"]
+    assert len(models) == 17 and models["model"].is_unique
+    assert models["parameters"].dtype.kind == "i" and models["parameters"].gt(0).all()
+    assert models["year"].between(1998, 2024).all() and models["year"].is_monotonic_increasing
+    assert models["source"].str.len().gt(20).all()
+
+
+def test_models_csv_holds_the_released_gpt2_count():
+    import pandas as pd
+
+    models = pd.read_csv(utils.data_path("models.csv")).set_index("model")
+    # 48 blocks, d = 1600, V = 50,257, n_ctx = 1,024: the released model OpenAI names 1558M
+    assert models.loc["GPT-2", "parameters"] == utils.transformer_param_count(48, 1600, 50257, 1024) == 1_557_611_200
