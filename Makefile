@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8888
 PYTEST_ARGS ?=
+# Chapters executed at once by `make test` (each with cores / NOTEBOOK_JOBS threads); 1 = one after another.
+NOTEBOOK_JOBS ?= 2
 REQ_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 # Root (containers, CI) must say so explicitly to Jupyter.
@@ -17,7 +19,7 @@ export JUPYTER_PREFER_ENV_PATH := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install lab test test-fast nbval strip clean bench
+.PHONY: help install lab test test-fast nbval strip clean bench site
 
 help:
 	@echo "make lab        set up .venv (first time) and open the course in JupyterLab"
@@ -26,6 +28,7 @@ help:
 	@echo "make nbval      execute every chapter with nbval (pytest --nbval-lax chapters/)"
 	@echo "make strip      strip outputs and metadata from chapters/*.ipynb before committing"
 	@echo "make bench      measure chapters and training loops, rewrite BENCHMARKS.md (not part of make test)"
+	@echo "make site       render the executed chapters (build/executed/, kept by make test) into build/site/"
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,7 +44,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=chapters $(ALLOW_ROOT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	WORKBOOK_NOTEBOOK_JOBS=$(NOTEBOOK_JOBS) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not notebook" $(PYTEST_ARGS)
@@ -57,3 +60,6 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+site: $(STAMP)
+	$(BIN)/python tools/build_site.py

@@ -38,7 +38,8 @@ def stated_seconds(path) -> float:
 
 
 def _run_in_subprocess(path, threads: int) -> tuple[float, int]:
-    env = dict(os.environ, CI="true", OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    n = str(threads)  # PyTorch (OpenMP/MKL) and TensorFlow thread pools: no spinning threads competing for a core
+    env = dict(os.environ, CI="true", OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n)
     env.pop("MPLBACKEND", None)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "nbrun.py"), str(path), str(OUT_DIR / path.name),

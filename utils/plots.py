@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
+import warnings
 from typing import Any, Mapping, Sequence
 
 from .history import History
 
-__all__ = ["use_course_style", "plot_history", "COLORS"]
+__all__ = ["use_course_style", "plot_history", "cjk_font", "COLORS", "CJK_FONTS"]
+
+# Font families that cover Simplified Chinese, in order of preference. The one found is used only as a
+# fallback after DejaVu Sans, so Latin text looks the same on every machine.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+             "Microsoft YaHei", "PingFang SC", "Heiti SC", "SimHei", "AR PL UMing CN", "Droid Sans Fallback")
 
 # Colour-blind-safe palette (Okabe & Ito), in the order lines are drawn.
 COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -27,8 +36,44 @@ _STYLE = {
 }
 
 
-def use_course_style() -> None:
+@functools.lru_cache(maxsize=1)
+def cjk_font() -> str | None:
+    """The installed font family (one of ``CJK_FONTS``) matplotlib can draw Chinese with, or None.
+
+    Also finds a font installed after matplotlib built its font cache (asks fontconfig's ``fc-list``).
+
+    Example:
+        >>> cjk_font()  # doctest: +SKIP
+        'WenQuanYi Micro Hei'
+    """
+    from matplotlib import font_manager
+
+    def first_known() -> str | None:
+        names = {f.name for f in font_manager.fontManager.ttflist}
+        return next((name for name in CJK_FONTS if name in names), None)
+
+    found = first_known()
+    if found is None and shutil.which("fc-list"):
+        try:
+            listing = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True,
+                                     timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        for path in {line.split(":")[0].strip() for line in listing.splitlines()} - {""}:
+            try:
+                font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue
+        found = first_known()
+    return found
+
+
+def use_course_style(chinese: bool = False) -> None:
     """Apply the course's matplotlib style (grid, palette, sizes). Idempotent.
+
+    If a CJK font is installed (see ``cjk_font``), it becomes the fallback for characters DejaVu Sans
+    lacks, so Chinese labels draw as characters. Pass ``chinese=True`` in a notebook whose figures show
+    Chinese text: it then warns when no CJK font is installed (the labels would be empty boxes).
 
     Example:
         >>> use_course_style()
@@ -36,8 +81,18 @@ def use_course_style() -> None:
     import matplotlib as mpl
     from cycler import cycler
 
+    if not isinstance(chinese, bool):
+        raise TypeError(f"chinese must be True or False, got {type(chinese).__name__} {chinese!r}")
     mpl.rcParams.update(_STYLE)
     mpl.rcParams["axes.prop_cycle"] = cycler(color=COLORS)
+    family = cjk_font()
+    if family is not None:
+        # matplotlib falls back along font.family (not along one generic family's list).
+        mpl.rcParams["font.family"] = [name for name in mpl.rcParams["font.family"] if name != family] + [family]
+    elif chinese:
+        warnings.warn("No CJK font is installed, so Chinese text in figures shows as empty boxes: install one "
+                      "(Debian/Ubuntu: `apt-get install fonts-wqy-microhei`; or Noto Sans CJK SC), then restart "
+                      "the kernel.", UserWarning, stacklevel=2)
 
 
 def plot_history(

@@ -105,6 +105,9 @@ class Panel:
         self.controls = {name: _to_widget(name, spec) for name, spec in controls.items()}
         self.output = W.Output(layout=W.Layout(min_height="40px"))
         self.button = W.Button(description="Run", button_style="primary", icon="play")
+        # Stable DOM markers for the browser test (tests/test_browser.py) and for styling.
+        self.output.add_class("workbook-panel-output")
+        self.button.add_class("workbook-panel-run")
         self.button.on_click(lambda _: self.run())
         self.result: Any = None
         self.error: BaseException | None = None
@@ -117,6 +120,9 @@ class Panel:
         header = [W.HTML(f"<b>{title}</b>")] if title else []
         self.widget = W.VBox(header + [W.HBox(list(self.controls.values()) + [self.button],
                                               layout=W.Layout(flex_flow="row wrap")), self.output])
+        self.widget.add_class("workbook-panel")
+        if not auto:
+            self.widget.add_class("workbook-panel-manual")  # runs only on the Run button
         if run_on_build:
             self.run()
 
@@ -141,9 +147,11 @@ class Panel:
                 elif self.result is not None:
                     display(self.result)
                 plt.show()
+                self.output.remove_class("workbook-panel-error")
             except Exception as exc:  # show the error in the panel instead of killing the UI
                 self.error = exc
                 self.result = None
+                self.output.add_class("workbook-panel-error")
                 print("".join(traceback.format_exception_only(type(exc), exc)).strip())
         return self.result
 

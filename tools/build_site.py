@@ -1,0 +1,296 @@
+"""Render the executed chapters in build/executed/ into a static, offline HTML site in build/site/.
+
+Usage: ``make site`` (after ``make test``, which keeps the executed copies), or
+``.venv/bin/python tools/build_site.py [--executed DIR] [--out DIR]``.
+
+- One page per chapter (nbconvert's ``lab`` template, images embedded as data URIs) and an index
+  listing each chapter's title, one-line summary and run time (from papermill's metadata).
+- Widget panels show their saved static output: the outputs kept in the notebook's widget state
+  (the panel's Output widget) replace the live widget, under the panel's title and control values.
+- Mermaid diagrams are pre-rendered to SVG by JupyterLab's own Mermaid renderer in headless Chromium
+  (the same renderer learners see in JupyterLab), so the pages load nothing at view time; nbconvert's
+  template would import mermaid.js from a CDN. Without Chromium the diagram source is shown as text.
+- No script or stylesheet loads from the network: the template's require.js, MathJax and Mermaid CDN
+  tags are left out (formulas show as their TeX source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXECUTED = ROOT / "build" / "executed"
+SITE = ROOT / "build" / "site"
+CHROMIUM = Path(os.environ.get("WORKBOOK_CHROMIUM", "/usr/bin/chromium"))
+MERMAID_FENCE = re.compile(r"```mermaid[^\n]*\n(.*?)```", re.DOTALL)
+MERMAID_HTML = re.compile(r'<div class="jp-Mermaid"><pre class="mermaid">\n(.*?)\n</pre></div>', re.DOTALL)
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+# nbconvert's lab template without the three script tags that would load from a CDN.
+TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block extra_css %}<style>
+.workbook-nav { font-family: sans-serif; padding: 8px 16px; border-bottom: 1px solid #ddd; }
+.workbook-panel-static { border: 1px solid #ccc; border-radius: 4px; padding: 4px 8px; }
+.jp-RenderedMermaid img { max-width: 100%; }
+</style>{% endblock extra_css %}
+{% block body_header %}{{ super() }}<nav class="workbook-nav"><a href="index.html">← all chapters</a></nav>{% endblock body_header %}
+"""
+
+INDEX = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Large Models Workbook</title>
+<style>
+body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1em; line-height: 1.45; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ text-align: left; padding: 6px 8px; border-bottom: 1px solid #ddd; vertical-align: top; }}
+td.time {{ text-align: right; white-space: nowrap; }}
+</style></head><body>
+<h1>Large Models Workbook</h1>
+<p>The executed chapters as static pages: every output is the one the chapter produced when it last ran
+(<code>make test</code>). To change a parameter or move a widget, open the chapter in JupyterLab (<code>make lab</code>).</p>
+<table><thead><tr><th>#</th><th>chapter</th><th>what it is about</th><th>run time</th></tr></thead><tbody>
+{rows}
+</tbody></table>
+<p>Built {built} from {count} executed chapters.</p>
+</body></html>
+"""
+
+
+def chapter_info(nb, stem: str) -> dict:
+    """Title, one-line summary and run time of an executed chapter."""
+    first = nb.cells[0].source if nb.cells and nb.cells[0].cell_type == "markdown" else ""
+    lines = first.splitlines()
+    title = next((line.lstrip("#").strip() for line in lines if line.startswith("# ")), stem)
+    paragraph = []
+    for line in lines[1:]:
+        if line.strip().startswith(("#", "**", "-", "|", "<")) and paragraph:
+            break
+        if line.strip() and not line.strip().startswith(("#", "**", "-", "|", "<")):
+            paragraph.append(line.strip())
+        elif paragraph:
+            break
+    text = " ".join(paragraph)
+    summary = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0] if text else ""
+    duration = nb.metadata.get("papermill", {}).get("duration")
+    return {"title": title, "summary": summary, "seconds": duration}
+
+
+def _model(state: dict, ref: str) -> dict:
+    return state.get(ref.removeprefix("IPY_MODEL_"), {}).get("state", {})
+
+
+def static_panel_outputs(view: dict, state: dict) -> list[dict]:
+    """The saved static form of one displayed widget: title, control values, then its Output's outputs."""
+    heading, controls, outputs = [], [], []
+
+    def walk(ref: str) -> None:
+        entry = state.get(ref.removeprefix("IPY_MODEL_"), {})
+        name, s = entry.get("model_name", ""), entry.get("state", {})
+        if name in ("VBoxModel", "HBoxModel", "BoxModel", "GridBoxModel"):
+            for child in s.get("children", []):
+                walk(child)
+        elif name == "HTMLModel":
+            heading.append(s.get("value", ""))
+        elif name == "OutputModel":
+            outputs.extend(s.get("outputs", []))
+        elif s.get("description") and name != "ButtonModel" and ("value" in s or "index" in s):
+            labels = s.get("_options_labels")
+            if labels is not None and isinstance(s.get("index"), int) and 0 <= s["index"] < len(labels):
+                value = labels[s["index"]]  # dropdowns and selection sliders keep an index
+            else:
+                value = s.get("value")
+            controls.append(f"{html.escape(str(s['description']))} = <code>{html.escape(str(value))}</code>")
+
+    walk(view["model_id"])
+    if not (heading or controls or outputs):
+        return []
+    note = ("<div class='workbook-panel-static'>" + "".join(heading)
+            + (f"<p>Controls: {', '.join(controls)}.</p>" if controls else "")
+            + "<p><em>Interactive panel, shown as saved; open the chapter in JupyterLab to move the controls.</em></p>"
+            + "</div>")
+    return [{"output_type": "display_data", "metadata": {}, "data": {"text/html": note}}] + outputs
+
+
+def freeze_widgets(nb) -> int:
+    """Replace every widget view by its saved static outputs; drop the widget state. Returns panels frozen."""
+    import nbformat
+
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    frozen = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        new = []
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            if view is None:
+                new.append(output)
+                continue
+            static = static_panel_outputs(view, state)
+            if static:
+                frozen += 1
+                new.extend(nbformat.from_dict(o) for o in static)
+            else:  # no saved state: keep the plain-text repr, minus the live view
+                data = {k: v for k, v in output["data"].items() if k != WIDGET_VIEW}
+                if data:
+                    new.append(nbformat.from_dict({**output, "data": data}))
+        cell.outputs = new
+    nb.metadata.pop("widgets", None)
+    return frozen
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def render_mermaid(sources: list[str]) -> dict[str, str]:
+    """``{source: data URI of the SVG}`` drawn by JupyterLab's Mermaid renderer in headless Chromium."""
+    if not sources:
+        return {}
+    if not CHROMIUM.exists():
+        print(f"warning: {CHROMIUM} not found: Mermaid diagrams stay as source text "
+              "(install Debian's chromium, as .ci/run does)", file=sys.stderr)
+        return {}
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "root").mkdir()
+        settings = tmp / "home" / ".jupyter" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True)
+        (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+        text = "\n\n".join(f"## diagram {i}\n\n```mermaid\n{s}\n```" for i, s in enumerate(sources))
+        (tmp / "root" / "diagrams.md").write_text(text + "\n", encoding="utf-8")
+        port, token = _free_port(), secrets.token_hex(16)
+        env = dict(os.environ, HOME=str(tmp / "home"), JUPYTER_CONFIG_DIR=str(tmp / "home" / ".jupyter"),
+                   JUPYTER_RUNTIME_DIR=str(tmp / "home" / "runtime"), JUPYTER_PREFER_ENV_PATH="1")
+        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp / 'root'}",
+               "--LabApp.expose_app_in_browser=True"] + (["--allow-root"] if os.geteuid() == 0 else [])
+        with open(tmp / "jupyterlab.log", "w") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.monotonic() + 90
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"JupyterLab exited early with code {proc.returncode}")
+                    try:
+                        with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                            break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError("JupyterLab did not start within 90 s") from None
+                        time.sleep(0.5)
+                with sync_playwright() as p:
+                    browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                                args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    page.goto(f"{base}/lab/workspaces/site/tree?reset&token={token}")
+                    page.wait_for_function("() => !!window.jupyterapp", timeout=120_000)
+                    page.evaluate("""() => window.jupyterapp.restored.then(() => window.jupyterapp.commands.execute(
+                        'docmanager:open', {path: 'diagrams.md', factory: 'Markdown Preview'}))""")
+                    page.wait_for_function(
+                        "(n) => document.querySelectorAll('.jp-RenderedMermaid img, .jp-RenderedMermaid-error').length >= n",
+                        arg=len(sources), timeout=120_000, polling=250)
+                    images = page.eval_on_selector_all(
+                        ".jp-RenderedMarkdown .jp-RenderedMermaid",
+                        "els => els.map(e => { const i = e.querySelector('img'); return i ? i.src : null; })")
+                    browser.close()
+            finally:
+                try:
+                    urllib.request.urlopen(urllib.request.Request(f"{base}/api/shutdown?token={token}",
+                                                                  method="POST"), timeout=5)
+                    proc.wait(timeout=30)
+                except Exception:
+                    proc.terminate()
+                    proc.wait(timeout=10)
+    return {s: uri for s, uri in zip(sources, images) if uri}
+
+
+def _seconds(value) -> str:
+    return "—" if value is None else f"{value:.0f} s"
+
+
+def build(executed: Path = EXECUTED, out: Path = SITE) -> list[dict]:
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    paths = sorted(executed.glob("[0-9][0-9]_*.ipynb")) if executed.is_dir() else []
+    if not paths:
+        raise SystemExit(f"No executed chapters in {executed}: run `make test` first "
+                         "(it executes every chapter and keeps the executed copies there).")
+    notebooks = {p: nbformat.read(p, as_version=4) for p in paths}
+    sources = sorted({m.strip() for nb in notebooks.values() for c in nb.cells if c.cell_type == "markdown"
+                      for m in MERMAID_FENCE.findall(c.source)})
+    diagrams = render_mermaid(sources)
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"site.html.j2": TEMPLATE})],
+                            template_file="site.html.j2")
+    tmp_out = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp_out, ignore_errors=True)
+    tmp_out.mkdir(parents=True)
+    chapters = []
+    for path, nb in notebooks.items():
+        info = chapter_info(nb, path.stem)
+        panels = freeze_widgets(nb)
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": info["title"]}})
+
+        def swap(match: re.Match) -> str:
+            uri = diagrams.get(html.unescape(match.group(1)).strip())
+            if uri is None:
+                return match.group(0).replace('class="mermaid"', 'class="mermaid-source"')
+            return (f'<div class="jp-Mermaid jp-RenderedMermaid"><img src="{html.escape(uri, quote=True)}" '
+                    f'alt="diagram"></div>')
+
+        body = MERMAID_HTML.sub(swap, body)
+        remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', body)
+        if remote:
+            raise RuntimeError(f"{path.name}: the page would load {remote[:3]} from the network")
+        (tmp_out / f"{path.stem}.html").write_text(body, encoding="utf-8")
+        chapters.append({**info, "stem": path.stem, "panels": panels})
+        print(f"{path.stem}.html: {panels} widget view(s) shown as saved output")
+    rows = "\n".join(
+        f'<tr><td>{c["stem"][:2]}</td><td><a href="{c["stem"]}.html">{html.escape(c["title"])}</a></td>'
+        f'<td>{html.escape(c["summary"])}</td><td class="time">'
+        f'{_seconds(c["seconds"])}</td></tr>' for c in chapters)
+    (tmp_out / "index.html").write_text(
+        INDEX.format(rows=rows, built=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), count=len(chapters)),
+        encoding="utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp_out.rename(out)
+    missing = len(sources) - len(diagrams)
+    print(f"{out}: {len(chapters)} chapters, {len(diagrams)} Mermaid diagram(s) pre-rendered"
+          + (f", {missing} left as source" if missing else ""))
+    return chapters
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--executed", type=Path, default=EXECUTED, help="folder of executed chapters")
+    parser.add_argument("--out", type=Path, default=SITE, help="folder to write the site into (replaced)")
+    args = parser.parse_args(argv)
+    build(args.executed, args.out)
+
+
+if __name__ == "__main__":
+    main()
