@@ -41,3 +41,37 @@ def test_use_course_style_sets_grid_and_palette():
     utils.use_course_style()
     assert matplotlib.rcParams["axes.grid"] is True
     assert matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][0] == utils.COLORS[0]
+
+
+def test_cjk_font_is_found_when_one_is_installed_and_draws_chinese_without_missing_glyphs():
+    import shutil
+    import subprocess
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from utils import plots
+
+    has_zh = shutil.which("fc-list") and subprocess.run(["fc-list", ":lang=zh"], capture_output=True,
+                                                        text=True).stdout.strip()
+    if not has_zh:
+        pytest.skip("no Chinese font installed (.ci/run installs fonts-wqy-microhei)")
+    name = plots.cjk_font()
+    assert name in plots.CJK_FONTS
+    utils.use_course_style(chinese=True)
+    fig, ax = plt.subplots()
+    ax.set_title("大模型的市场定位")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" for a box
+        fig.canvas.draw()
+    plt.close(fig)
+
+
+def test_use_course_style_warns_about_chinese_figures_without_a_cjk_font(monkeypatch):
+    from utils import plots
+
+    monkeypatch.setattr(plots, "cjk_font", lambda: None)
+    with pytest.warns(UserWarning, match="No CJK font"):
+        utils.use_course_style(chinese=True)
+    with pytest.raises(TypeError, match="chinese must be True or False"):
+        utils.use_course_style(chinese="yes")
