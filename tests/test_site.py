@@ -3,8 +3,8 @@
 Builds the site (tools/build_site.py) from the executed copies that tests/test_notebooks.py keeps
 in build/executed/ (it runs before this file: pytest collects test files alphabetically) into a
 temporary folder — chapter 00 and one more chapter with a widget panel, to stay quick — then opens the
-index from disk, follows a link, and checks that an output image, a Mermaid diagram and a frozen widget
-panel render, and that the pages request nothing from the network. Skipped, saying why, when there
+index from disk, follows a link, and checks that an output image, a Mermaid diagram, a formula (as
+MathML) and a frozen widget panel render, and that the pages request nothing from the network. Skipped, saying why, when there
 are no executed chapters (``make test-fast``) or no Chromium.
 """
 
@@ -59,6 +59,58 @@ def test_index_summary_and_run_time_come_from_the_executed_notebook():
                                                    "seconds": 12.4}
 
 
+def _widget_nb(state: dict, view_id: str):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    view = {"model_id": view_id, "version_major": 2, "version_minor": 0}
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/plain": "HBox(...)", build_site.WIDGET_VIEW: view})])]
+    nb.metadata["widgets"] = {build_site.WIDGET_STATE: {"state": state, "version_major": 2, "version_minor": 0}}
+    return nb
+
+
+def test_a_saved_tqdm_bar_becomes_a_static_bar_with_its_text_not_a_panel():
+    state = {
+        "box": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]}},
+        "l": {"model_name": "HTMLModel", "state": {"value": "epochs: 100%"}},
+        "p": {"model_name": "FloatProgressModel", "state": {"value": 5, "min": 0, "max": 5}},
+        "r": {"model_name": "HTMLModel", "state": {"value": "5/5 [00:03&lt;00:00]"}},
+    }
+    nb = _widget_nb(state, "box")
+    assert build_site.freeze_widgets(nb) == 0  # not counted as a panel
+    (output,) = nb.cells[0].outputs
+    html = output["data"]["text/html"]
+    assert "workbook-progress" in html and "value='1.0000'" in html and "5/5" in html and "epochs" in html
+    assert "widgets" not in nb.metadata
+
+
+def test_a_saved_panel_shows_its_title_control_values_and_last_output():
+    state = {
+        "box": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_t", "IPY_MODEL_s", "IPY_MODEL_o"]}},
+        "t": {"model_name": "HTMLModel", "state": {"value": "<b>Learning rate</b>"}},
+        "s": {"model_name": "FloatSliderModel", "state": {"description": "lr", "value": 0.1}},
+        "o": {"model_name": "OutputModel", "state": {"outputs": [
+            {"output_type": "stream", "name": "stdout", "text": "loss 0.25\n"}]}},
+    }
+    nb = _widget_nb(state, "box")
+    assert build_site.freeze_widgets(nb) == 1
+    note, shown = nb.cells[0].outputs
+    assert "Learning rate" in note["data"]["text/html"] and "lr = <code>0.1</code>" in note["data"]["text/html"]
+    assert shown["text"] == "loss 0.25\n"
+
+
+def test_formulas_become_mathml_and_dollars_in_code_or_escaped_stay_text():
+    exporter, stats = build_site._site_exporter(build_site.TEMPLATE)
+    html = exporter.markdown2html({"cell": {}, "resources": {}},
+                                  "Cost \\$12, `a $b$ c`, inline $\\frac{a}{b}$ and\n\n$$\\sum_{i=1}^n x_i$$\n")
+    assert html.count("<math") == 2 and 'display="block"' in html
+    assert "$12" in html and "<code>a $b$ c</code>" in html
+    assert stats["formulas"] == 2 and stats["tex_left"] == []
+    broken = exporter.markdown2html({"cell": {}, "resources": {}}, "bad $\\frac{a}{$ formula")
+    assert "tex-source" in broken and stats["tex_left"] == ["\\frac{a}{"]
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Chromium not found at {CHROMIUM} (.ci/run installs it)")
 def test_static_site_index_links_images_mermaid_and_panels_render_offline(tmp_path):
@@ -73,6 +125,7 @@ def test_static_site_index_links_images_mermaid_and_panels_render_offline(tmp_pa
     site = tmp_path / "site"
     chapters = build_site.build(executed, site)
     assert [c["stem"] for c in chapters] == [p.stem for p in picked]
+    assert all(c["tex_left"] == 0 for c in chapters), f"formulas left as TeX: {chapters}"
 
     from playwright.sync_api import expect, sync_playwright
 
@@ -110,6 +163,17 @@ def test_static_site_index_links_images_mermaid_and_panels_render_offline(tmp_pa
             panel.scroll_into_view_if_needed()
             expect(panel).to_contain_text("Controls:")
             page.screenshot(path=str(SHOTS / "site_panel.png"))
+            for chapter in chapters:  # formulas are drawn by the browser's MathML engine
+                page.goto((site / f"{chapter['stem']}.html").as_uri())
+                formulas = page.locator(".jp-RenderedMarkdown math")
+                assert formulas.count() >= chapter["formulas"] > 0 or chapter["formulas"] == 0
+                if chapter["formulas"]:
+                    formula = formulas.first
+                    formula.scroll_into_view_if_needed()
+                    box = formula.bounding_box()
+                    assert box and box["width"] > 0 and box["height"] > 0, f"{chapter['stem']}: a formula did not render"
+                    formula.locator("xpath=..").screenshot(path=str(SHOTS / "site_formula.png"))
+                assert page.locator(".tex-source").count() == 0, f"{chapter['stem']}: a formula was left as TeX"
             assert requested == [], f"the site requested {requested[:3]} from the network"
         finally:
             browser.close()

@@ -10,8 +10,12 @@ Usage: ``make site`` (after ``make test``, which keeps the executed copies), or
 - Mermaid diagrams are pre-rendered to SVG by JupyterLab's own Mermaid renderer in headless Chromium
   (the same renderer learners see in JupyterLab), so the pages load nothing at view time; nbconvert's
   template would import mermaid.js from a CDN. Without Chromium the diagram source is shown as text.
-- No script or stylesheet loads from the network: the template's require.js, MathJax and Mermaid CDN
-  tags are left out (formulas show as their TeX source).
+- Formulas are converted to MathML when the page is built (latex2mathml), which browsers draw
+  natively, so no MathJax is needed: the template's require.js, MathJax and Mermaid CDN tags are left
+  out and no script or stylesheet loads from the network. A formula latex2mathml cannot convert is
+  shown as its TeX source and counted in the build's summary.
+- tqdm progress bars (saved in the widget state when papermill ran the chapter) are shown as a static
+  bar with their final text, not as a panel.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ MERMAID_FENCE = re.compile(r"```mermaid[^\n]*\n(.*?)```", re.DOTALL)
 MERMAID_HTML = re.compile(r'<div class="jp-Mermaid"><pre class="mermaid">\n(.*?)\n</pre></div>', re.DOTALL)
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+PROGRESS_MODELS = ("FloatProgressModel", "IntProgressModel")
 
 # nbconvert's lab template without the three script tags that would load from a CDN.
 TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -49,6 +54,10 @@ TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 .workbook-nav { font-family: sans-serif; padding: 8px 16px; border-bottom: 1px solid #ddd; }
 .workbook-panel-static { border: 1px solid #ccc; border-radius: 4px; padding: 4px 8px; }
 .jp-RenderedMermaid img { max-width: 100%; }
+.workbook-progress { font-family: monospace; font-size: 12px; }
+.workbook-progress progress { width: 16em; vertical-align: middle; }
+math[display="block"] { margin: 0.6em 0; overflow-x: auto; }
+.tex-source { font-family: monospace; color: #555; }
 </style>{% endblock extra_css %}
 {% block body_header %}{{ super() }}<nav class="workbook-nav"><a href="index.html">← all chapters</a></nav>{% endblock body_header %}
 """
@@ -96,8 +105,27 @@ def _model(state: dict, ref: str) -> dict:
     return state.get(ref.removeprefix("IPY_MODEL_"), {}).get("state", {})
 
 
+def _progress_bar(model_id: str, state: dict) -> str | None:
+    """A tqdm bar (HBox of HTML, progress, HTML) as static HTML with its final text, or None."""
+    s = _model(state, model_id)
+    children = [state.get(c.removeprefix("IPY_MODEL_"), {}) for c in s.get("children", [])]
+    bars = [c.get("state", {}) for c in children if c.get("model_name") in PROGRESS_MODELS]
+    if state.get(model_id.removeprefix("IPY_MODEL_"), {}).get("model_name") != "HBoxModel" or len(bars) != 1:
+        return None
+    bar = bars[0]
+    texts = [c.get("state", {}).get("value", "") for c in children if c.get("model_name") == "HTMLModel"]
+    left, right = (texts + ["", ""])[:2]
+    low, high, value = bar.get("min", 0), bar.get("max", 1), bar.get("value", 0)
+    fraction = (value - low) / (high - low) if high > low else 1.0
+    return (f"<div class='workbook-progress'>{left} <progress max='1' value='{fraction:.4f}'></progress> "
+            f"{right}</div>")
+
+
 def static_panel_outputs(view: dict, state: dict) -> list[dict]:
     """The saved static form of one displayed widget: title, control values, then its Output's outputs."""
+    progress = _progress_bar(view["model_id"], state)
+    if progress is not None:
+        return [{"output_type": "display_data", "metadata": {}, "data": {"text/html": progress}}]
     heading, controls, outputs = [], [], []
 
     def walk(ref: str) -> None:
@@ -129,7 +157,8 @@ def static_panel_outputs(view: dict, state: dict) -> list[dict]:
 
 
 def freeze_widgets(nb) -> int:
-    """Replace every widget view by its saved static outputs; drop the widget state. Returns panels frozen."""
+    """Replace every widget view by its saved static outputs; drop the widget state. Returns the number
+    of panels frozen (progress bars are frozen too, but not counted)."""
     import nbformat
 
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
@@ -145,7 +174,7 @@ def freeze_widgets(nb) -> int:
                 continue
             static = static_panel_outputs(view, state)
             if static:
-                frozen += 1
+                frozen += "workbook-progress" not in static[0]["data"]["text/html"]
                 new.extend(nbformat.from_dict(o) for o in static)
             else:  # no saved state: keep the plain-text repr, minus the live view
                 data = {k: v for k, v in output["data"].items() if k != WIDGET_VIEW}
@@ -227,14 +256,60 @@ def render_mermaid(sources: list[str]) -> dict[str, str]:
     return {s: uri for s, uri in zip(sources, images) if uri}
 
 
+def _site_exporter(template: str):
+    """nbconvert's HTML exporter whose Markdown renderer writes formulas as MathML.
+
+    Math is found by nbconvert's own Markdown parser (so ``$`` in code spans and ``\\$`` stay text);
+    ``stats`` counts converted and unconverted formulas."""
+    import jinja2
+    from latex2mathml.converter import convert
+    from nbconvert import HTMLExporter
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    stats = {"formulas": 0, "tex_left": []}
+
+    def mathml(tex: str, display: str, fallback: str) -> str:
+        try:
+            out = convert(tex.strip(), display=display)
+        except Exception:  # latex2mathml raises its own exception types and sometimes plain ones
+            stats["tex_left"].append(tex.strip())
+            return f'<span class="tex-source" title="formula shown as TeX">{fallback}</span>'
+        stats["formulas"] += 1
+        return out
+
+    class MathMLRenderer(IPythonRenderer):
+        def block_math(self, body: str) -> str:
+            return mathml(body, "block", super().block_math(body))
+
+        def latex_environment(self, name: str, body: str) -> str:
+            tex = f"\\begin{{{name}}}{body}\\end{{{name}}}"
+            return mathml(tex, "block", super().latex_environment(name, body))
+
+        def inline_math(self, body: str) -> str:
+            return mathml(body, "inline", super().inline_math(body))
+
+    class SiteExporter(HTMLExporter):
+        @jinja2.pass_context
+        def markdown2html(self, context, source):
+            cell = context.get("cell", {})
+            renderer = MathMLRenderer(
+                escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images,
+                path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+                anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
+                **self.lexer_options)
+            return MarkdownWithMath(renderer=renderer).render(source)
+
+    exporter = SiteExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"site.html.j2": template})],
+                            template_file="site.html.j2")
+    return exporter, stats
+
+
 def _seconds(value) -> str:
     return "—" if value is None else f"{value:.0f} s"
 
 
 def build(executed: Path = EXECUTED, out: Path = SITE) -> list[dict]:
-    import jinja2
     import nbformat
-    from nbconvert import HTMLExporter
 
     paths = sorted(executed.glob("[0-9][0-9]_*.ipynb")) if executed.is_dir() else []
     if not paths:
@@ -244,8 +319,7 @@ def build(executed: Path = EXECUTED, out: Path = SITE) -> list[dict]:
     sources = sorted({m.strip() for nb in notebooks.values() for c in nb.cells if c.cell_type == "markdown"
                       for m in MERMAID_FENCE.findall(c.source)})
     diagrams = render_mermaid(sources)
-    exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"site.html.j2": TEMPLATE})],
-                            template_file="site.html.j2")
+    exporter, math = _site_exporter(TEMPLATE)
     tmp_out = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp_out, ignore_errors=True)
     tmp_out.mkdir(parents=True)
@@ -253,7 +327,9 @@ def build(executed: Path = EXECUTED, out: Path = SITE) -> list[dict]:
     for path, nb in notebooks.items():
         info = chapter_info(nb, path.stem)
         panels = freeze_widgets(nb)
+        before = math["formulas"], len(math["tex_left"])
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": info["title"]}})
+        formulas, tex_left = math["formulas"] - before[0], len(math["tex_left"]) - before[1]
 
         def swap(match: re.Match) -> str:
             uri = diagrams.get(html.unescape(match.group(1)).strip())
@@ -267,8 +343,8 @@ def build(executed: Path = EXECUTED, out: Path = SITE) -> list[dict]:
         if remote:
             raise RuntimeError(f"{path.name}: the page would load {remote[:3]} from the network")
         (tmp_out / f"{path.stem}.html").write_text(body, encoding="utf-8")
-        chapters.append({**info, "stem": path.stem, "panels": panels})
-        print(f"{path.stem}.html: {panels} widget view(s) shown as saved output")
+        chapters.append({**info, "stem": path.stem, "panels": panels, "formulas": formulas, "tex_left": tex_left})
+        print(f"{path.stem}.html: {panels} widget panel(s) shown as saved output")
     rows = "\n".join(
         f'<tr><td>{c["stem"][:2]}</td><td><a href="{c["stem"]}.html">{html.escape(c["title"])}</a></td>'
         f'<td>{html.escape(c["summary"])}</td><td class="time">'
@@ -279,8 +355,12 @@ def build(executed: Path = EXECUTED, out: Path = SITE) -> list[dict]:
     shutil.rmtree(out, ignore_errors=True)
     tmp_out.rename(out)
     missing = len(sources) - len(diagrams)
+    left = math["tex_left"]
     print(f"{out}: {len(chapters)} chapters, {len(diagrams)} Mermaid diagram(s) pre-rendered"
-          + (f", {missing} left as source" if missing else ""))
+          + (f", {missing} left as source" if missing else "")
+          + f"; {math['formulas']} formula(s) as MathML" + (f", {len(left)} left as TeX" if left else ""))
+    for tex in sorted(set(left))[:20]:
+        print(f"  left as TeX (latex2mathml could not convert it): {tex[:120]}")
     return chapters
 
 
