@@ -3,9 +3,9 @@
 One JupyterLab server (loopback, random token, throw-away home and root) serves SMOKE copies of the
 chapters: the SMOKE parameter is injected the way papermill does it (an ``injected-parameters`` cell
 after the ``parameters`` cell). Debian's Chromium, driven by Playwright (which must not download a
-browser), opens each chapter in its own browser context and JupyterLab workspace and runs all cells;
-``WORKBOOK_BROWSER_PARALLEL`` chapters (default 2) run at once in their own kernels, the next ones
-starting while the current one is checked. Then, for every panel built with ``utils.make_panel`` (marked
+browser), loads JupyterLab once and opens each chapter in it as a notebook tab and runs all cells;
+``WORKBOOK_BROWSER_PARALLEL`` chapters (default 2) run at once in their own kernels, longest stated run
+time first, and a chapter that finishes hands its slot to the next one at once. Then, for every panel built with ``utils.make_panel`` (marked
 ``workbook-panel`` in the page), one control is moved with the keyboard (ArrowRight on a slider's
 handle, ArrowDown in a dropdown, typing in a text box; Enter on the Run button of a panel built with
 ``auto=False``); the panel's output must change, the panel must not report an error, and no cell may
@@ -35,7 +35,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import CHAPTERS, ROOT
+from conftest import CHAPTERS, ROOT, stated_seconds
 
 CHROMIUM = Path(os.environ.get("WORKBOOK_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = ROOT / "build" / "browser"
@@ -62,7 +62,8 @@ def _chapters() -> list[Path]:
     if only:
         wanted = {n.strip().zfill(2) for n in only.split(",") if n.strip()}
         paths = {name: p for name, p in paths.items() if name[:2] in wanted or p == Path(override or "")}
-    return [paths[name] for name in sorted(paths)]
+    # Longest first (by the run time each chapter states), so the two kernels finish close together.
+    return sorted(paths.values(), key=lambda p: (-stated_seconds(p), p.name))
 
 
 CHAPTER_PATHS = _chapters()
@@ -108,31 +109,51 @@ def smoke_copy(source: Path, target: Path) -> None:
 
 # --- in-page JavaScript (JupyterLab is started with expose_app_in_browser) -------------------------
 
-START_RUN_ALL = """async () => {
+OPEN_AND_RUN = """async (path) => {
   const app = window.jupyterapp;
-  const panel = app.shell.currentWidget;
+  await app.restored;
+  const panel = await app.commands.execute('docmanager:open', {path: path, factory: 'Notebook'});
   await panel.context.ready;
   await panel.sessionContext.ready;
-  window.__workbook = {done: false, ok: null, error: null};
+  const idle = () => panel.sessionContext.session && panel.sessionContext.session.kernel
+                     && panel.sessionContext.kernelDisplayStatus === 'idle';
+  for (let waited = 0; !idle(); waited += 250) {
+    if (waited > 120000) throw new Error(`the kernel of ${path} did not become idle within 120 s`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  window.__workbook = window.__workbook || {};
+  const state = window.__workbook[path] = {done: false, ok: null, error: null, id: panel.id};
+  app.shell.activateById(panel.id);  // notebook:run-all-cells runs the current notebook
   app.commands.execute('notebook:run-all-cells').then(
-    (ok) => { window.__workbook = {done: true, ok: ok, error: null}; },
-    (err) => { window.__workbook = {done: true, ok: false, error: String(err)}; });
-  return panel.sessionContext.session.kernel.name;
+    (ok) => { Object.assign(state, {done: true, ok: ok}); },
+    (err) => { Object.assign(state, {done: true, ok: false, error: String(err)}); });
+  return {kernel: panel.sessionContext.session.kernel.name, id: panel.id};
 }"""
-NOTEBOOK_READY = """() => {
-  const app = window.jupyterapp;
-  const panel = app && app.shell.currentWidget;
-  return !!(panel && panel.sessionContext && panel.sessionContext.session
-            && panel.sessionContext.session.kernel && panel.sessionContext.kernelDisplayStatus === 'idle');
+# The notebook tab with a given widget id (JupyterLab's currentWidget follows the focus, which a headless
+# page without a user does not move reliably).
+TAB = "const tab = [...window.jupyterapp.shell.widgets('main')].find((w) => w.id === id);"
+ACTIVATE = """async (id) => {
+  """ + TAB + """
+  window.jupyterapp.shell.activateById(id);
+  for (let waited = 0; !tab.isVisible; waited += 100) {
+    if (waited > 30000) throw new Error(`could not show the notebook tab ${id}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return true;
 }"""
-KERNEL_IDLE = """() => {
-  const panel = window.jupyterapp.shell.currentWidget;
-  return panel.sessionContext.kernelDisplayStatus === 'idle';
+CLOSE = """(id) => {
+  """ + TAB + """
+  if (tab) { tab.context.model.dirty = false; tab.dispose(); }
+}"""
+KERNEL_IDLE = """(id) => {
+  """ + TAB + """
+  return tab.sessionContext.kernelDisplayStatus === 'idle';
 }"""
 # Error outputs of the notebook's cells, read from JupyterLab's output models (the page renders a traceback
 # as application/vnd.jupyter.stderr, so the DOM alone cannot tell an error from a warning).
-CELL_ERRORS = """() => {
-  const notebook = window.jupyterapp.shell.currentWidget.content;
+CELL_ERRORS = """(id) => {
+  """ + TAB + """
+  const notebook = tab.content;
   const errors = [];
   notebook.widgets.forEach((cell, index) => {
     if (cell.model.type !== 'code') return;
@@ -170,8 +191,9 @@ class Lab:
 
     def __init__(self, tmp: Path, chapters: list[Path]):
         self.tmp, self.chapters = tmp, chapters
-        self.runs: dict[str, dict] = {}  # file name -> {"context", "page", "started"}
-        self.proc = self.log = self.pw = self.browser = None
+        self.runs: dict[str, dict] = {}  # file name -> {"id" (of its notebook tab), "started", "done", ...}
+        self.launched: set[str] = set()
+        self.proc = self.log = self.pw = self.browser = self.page = None
 
     def start(self) -> None:
         home, root = self.tmp / "home", self.tmp / "root"
@@ -230,35 +252,68 @@ class Lab:
         if self.log:
             self.log.close()
 
-    def _launch(self, path: Path) -> None:
+    def _open_page(self) -> None:
+        """One page, one JupyterLab: chapters open in it as notebook tabs (loading JupyterLab once, not
+        once per chapter; only the tab being checked is laid out, the others run hidden)."""
         context = self.browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        workspace = re.sub(r"\W", "-", path.stem)
-        page.goto(f"{self.base}/lab/workspaces/{workspace}/tree/chapters/{path.name}?reset&token={self.token}")
-        page.wait_for_function(NOTEBOOK_READY, timeout=120_000, polling=250)
-        kernel = page.evaluate(START_RUN_ALL)
-        assert kernel == "python3", f"{path.name} started kernel {kernel!r}, not the course's python3"
-        self.runs[path.name] = {"context": context, "page": page, "started": time.monotonic()}
+        self.page = context.new_page()
+        self.page.goto(f"{self.base}/lab/workspaces/browser-test?reset&token={self.token}")
+        self.page.wait_for_function("() => !!window.jupyterapp", timeout=120_000, polling=250)
+        self.page.evaluate("() => window.jupyterapp.restored.then(() => true)")
+
+    def _launch(self, path: Path) -> None:
+        opened = time.monotonic()
+        if self.page is None:
+            self._open_page()
+        info = self.page.evaluate(OPEN_AND_RUN, f"chapters/{path.name}")
+        assert info["kernel"] == "python3", f"{path.name} started kernel {info['kernel']!r}, not the course's python3"
+        self.launched.add(path.name)
+        self.runs[path.name] = {"id": info["id"], "started": time.monotonic(), "done": False,
+                                "load_s": time.monotonic() - opened}
+
+    def _pump(self) -> None:
+        """Keep PARALLEL chapters running: a finished chapter's slot goes to the next one at once,
+        even while earlier chapters wait for their panels to be checked (no head-of-line blocking)."""
+        states = self.page.evaluate("() => window.__workbook || {}") if self.runs else {}
+        for name, run in self.runs.items():
+            state = states.get(f"chapters/{name}", {})
+            if not run["done"] and state.get("done"):
+                run["done"], run["result"] = True, state
+                run["seconds"] = time.monotonic() - run["started"]
+        running = sum(not run["done"] for run in self.runs.values())
+        for path in self.chapters:
+            if running >= PARALLEL:
+                break
+            if path.name not in self.launched:
+                self._launch(path)
+                running += 1
 
     def page_for(self, path: Path):
-        """Start ``path`` and up to PARALLEL - 1 following chapters; return ``path``'s page once it has run."""
-        index = self.chapters.index(path)
-        for ahead in self.chapters[index:index + PARALLEL]:
-            if ahead.name not in self.runs:
-                self._launch(ahead)
+        """Once ``path``'s Run All has finished (other chapters start meanwhile), show its tab and
+        return the page, the Run All result and a locator for the notebook's panel."""
+        if path.name not in self.launched:
+            self._launch(path)
         run = self.runs[path.name]
-        page = run["page"]
-        remaining_ms = max(1.0, RUN_TIMEOUT_S - (time.monotonic() - run["started"])) * 1000
-        page.wait_for_function("() => window.__workbook.done", timeout=remaining_ms, polling=500)
-        page.wait_for_function(KERNEL_IDLE, timeout=60_000, polling=250)
-        run["seconds"] = time.monotonic() - run["started"]
-        return page, page.evaluate("() => window.__workbook")
+        while True:
+            self._pump()
+            if run["done"]:
+                break
+            if time.monotonic() - run["started"] > RUN_TIMEOUT_S:
+                raise TimeoutError(f"{path.name}: Run All did not finish within {RUN_TIMEOUT_S:.0f} s")
+            self.page.wait_for_timeout(500)
+        page = self.page
+        page.evaluate(ACTIVATE, run["id"])
+        page.wait_for_function(KERNEL_IDLE, arg=run["id"], timeout=60_000, polling=250)
+        return page, run["result"], page.locator(f"[id='{run['id']}']"), run["id"]
 
     def close(self, name: str) -> None:
         run = self.runs.pop(name, None)
         if run is None:
             return
-        run["context"].close()
+        try:
+            self.page.evaluate(CLOSE, run["id"])
+        except Exception:  # the page itself failed: the kernel is still shut down below
+            pass
         try:  # free the kernel's memory for the chapters still to come
             with urllib.request.urlopen(f"{self.base}/api/sessions?token={self.token}", timeout=10) as r:
                 sessions = json.load(r)
@@ -324,9 +379,9 @@ def _expected_panels(path: Path) -> int:
     return sum(len(re.findall(r"(?<!def )\bmake_panel\(", c.source)) for c in nb.cells if c.cell_type == "code")
 
 
-def _check_chinese_renders(page, name: str) -> str:
+def _check_chinese_renders(notebook, name: str) -> str:
     """At least one rendered Chinese heading is drawn with real glyphs."""
-    text = page.locator(".jp-RenderedMarkdown :is(h1,h2,h3,h4,li,p,td)").filter(has_text=CJK).first
+    text = notebook.locator(".jp-RenderedMarkdown :is(h1,h2,h3,h4,li,p,td)").filter(has_text=CJK).first
     if not text.count():
         return "no Chinese text"
     info = text.evaluate(CJK_GLYPHS)
@@ -341,16 +396,17 @@ def test_every_panel_of_the_chapter_answers_the_keyboard_in_jupyterlab(lab, path
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page, result = lab.page_for(path)
+    page, result, notebook, tab = lab.page_for(path)
+    checked = time.monotonic()
     stem = path.stem
     try:
-        errors = page.evaluate(CELL_ERRORS)
+        errors = page.evaluate(CELL_ERRORS, tab)
         assert not errors, f"{path.name}: a cell failed: " + "; ".join(errors)[:2000]
         assert result["ok"], f"{path.name}: Run All did not finish cleanly ({result})"
-        chinese = _check_chinese_renders(page, path.name)
+        chinese = _check_chinese_renders(notebook, path.name)
         assert chinese != "no Chinese text" or not stem.startswith("00_"), "chapter 00 shows no Chinese heading"
 
-        panels = page.locator(".workbook-panel")
+        panels = notebook.locator(".workbook-panel")
         expected = _expected_panels(path)
         assert panels.count() == expected, f"{path.name}: {panels.count()} panels in the page, {expected} in the code"
         for i in range(expected):
@@ -376,22 +432,24 @@ def test_every_panel_of_the_chapter_answers_the_keyboard_in_jupyterlab(lab, path
                 panel.screenshot(path=str(SHOTS / f"{stem}_panel{i}_after.png"))
                 pytest.fail(f"{path.name} panel {i} did not respond: output unchanged {PANEL_TIMEOUT_S:.0f} s "
                             f"after {action}")
-            page.wait_for_function(KERNEL_IDLE, timeout=PANEL_TIMEOUT_S * 1000, polling=250)
+            page.wait_for_function(KERNEL_IDLE, arg=tab, timeout=PANEL_TIMEOUT_S * 1000, polling=250)
             panel.screenshot(path=str(SHOTS / f"{stem}_panel{i}_after.png"))
             assert output.inner_html() != before, f"{path.name} panel {i}: output unchanged after {action}"
             assert "workbook-panel-error" not in (output.get_attribute("class") or ""), (
                 f"{path.name} panel {i} reports an error after {action}: {output.inner_text()[:500]}")
             print(f"{stem} panel {i}: {action} -> output changed")
-        errors = page.evaluate(CELL_ERRORS)
+        errors = page.evaluate(CELL_ERRORS, tab)
         assert not errors, f"{path.name}: a cell shows an error: " + "; ".join(errors)[:2000]
 
         if stem.startswith("00_"):  # the Mermaid course map rendered as a picture
-            mermaid = page.locator(".jp-RenderedMermaid :is(img,svg)").first
+            mermaid = notebook.locator(".jp-RenderedMermaid :is(img,svg)").first
             mermaid.scroll_into_view_if_needed()
             mermaid.wait_for(state="visible", timeout=30_000)
             assert mermaid.bounding_box()["width"] > 100
             page.screenshot(path=str(SHOTS / f"{stem}_mermaid.png"))
-        print(f"{stem}: Run All in {lab.runs[path.name]['seconds']:.0f} s")
+        run = lab.runs[path.name]
+        print(f"{stem}: opened with its kernel ready in {run['load_s']:.0f} s, Run All in {run['seconds']:.0f} s, "
+              f"panels checked in {time.monotonic() - checked:.0f} s")
     except Exception:
         page.screenshot(path=str(SHOTS / f"{stem}_failure.png"), full_page=True)
         raise

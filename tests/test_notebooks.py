@@ -9,7 +9,6 @@ process with ``cores // N`` threads, longest first (by the run time each chapter
 first cell); every test then waits for its own chapter and reports it as before.
 """
 
-import json
 import os
 import re
 import subprocess
@@ -19,22 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import CHAPTERS, ROOT
+from conftest import CHAPTERS, ROOT, stated_seconds
 from nbrun import execute_chapter
 
 CHAPTER_PATHS = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
 OUT_DIR = ROOT / "build" / "executed"
 JOBS = int(os.environ.get("WORKBOOK_NOTEBOOK_JOBS", "1"))
-
-
-def stated_seconds(path) -> float:
-    """The run time a chapter states in its first cell ("about 3 minutes", "about 40 s"), in seconds."""
-    first = "".join(json.loads(path.read_text(encoding="utf-8"))["cells"][0]["source"])
-    line = re.search(r"Estimated run time[^\n]*", first)
-    number = re.search(r"(\d+(?:\.\d+)?)(?:\s*[–-]\s*\d+)?\s*(s\b|min)", line.group(0)) if line else None
-    if number is None:
-        return 60.0
-    return float(number.group(1)) * (60 if number.group(2) == "min" else 1)
 
 
 def _run_in_subprocess(path, threads: int) -> tuple[float, int]:
