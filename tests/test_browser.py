@@ -3,10 +3,10 @@
 One JupyterLab server (loopback, random token, throw-away home and root) serves SMOKE copies of the
 chapters: the SMOKE parameter is injected the way papermill does it (an ``injected-parameters`` cell
 after the ``parameters`` cell). Debian's Chromium, driven by Playwright (which must not download a
-browser), loads JupyterLab once and opens each chapter in it as a notebook tab and runs all cells;
+browser), loads JupyterLab once, opens each chapter in it as a notebook tab and runs all cells;
 ``WORKBOOK_BROWSER_PARALLEL`` chapters (default 2) run at once in their own kernels, longest stated run
-time first, and a chapter that finishes hands its slot to the next one at once. Then, for every panel built with ``utils.make_panel`` (marked
-``workbook-panel`` in the page), one control is moved with the keyboard (ArrowRight on a slider's
+time first, and a chapter that finishes hands its slot to the next one at once. Then, for every panel
+built with ``utils.make_panel`` (marked ``workbook-panel`` in the page), one control is moved with the keyboard (ArrowRight on a slider's
 handle, ArrowDown in a dropdown, typing in a text box; Enter on the Run button of a panel built with
 ``auto=False``); the panel's output must change, the panel must not report an error, and no cell may
 show an error output. A Chinese heading must render with a real CJK font, not missing-glyph boxes.
