@@ -107,6 +107,9 @@ def test_formulas_become_mathml_and_dollars_in_code_or_escaped_stay_text():
     assert html.count("<math") == 2 and 'display="block"' in html
     assert "$12" in html and "<code>a $b$ c</code>" in html
     assert stats["formulas"] == 2 and stats["tex_left"] == []
+    aligned = exporter.markdown2html({"cell": {}, "resources": {}},
+                                     "$$\\begin{aligned}\n&a = b \\\\\n&c = d\n\\end{aligned}$$\n")
+    assert aligned.count("<mtr>") == 2 and "<mi>&</mi>" not in aligned, aligned  # a table, not a row with "&"
     broken = exporter.markdown2html({"cell": {}, "resources": {}}, "bad $\\frac{a}{$ formula")
     assert "tex-source" in broken and stats["tex_left"] == ["\\frac{a}{"]
 

@@ -267,10 +267,15 @@ def _site_exporter(template: str):
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
     stats = {"formulas": 0, "tex_left": []}
+    # latex2mathml writes aligned/align as a row with literal "&" and a line break browsers ignore;
+    # as an array it becomes a real table (mtable). MathML Core aligns cells by CSS, not columnalign.
+    multiline = re.compile(r"\\begin\{(aligned|align\*?|split)\}(.*?)\\end\{\1\}", re.DOTALL)
 
     def mathml(tex: str, display: str, fallback: str) -> str:
+        tex = multiline.sub(lambda m: "\\begin{array}{rlrlrl}" + m.group(2) + "\\end{array}", tex)
         try:
             out = convert(tex.strip(), display=display)
+            out = re.sub(r'columnalign="(left|right|center)"', r'columnalign="\1" style="text-align: \1"', out)
         except Exception:  # latex2mathml raises its own exception types and sometimes plain ones
             stats["tex_left"].append(tex.strip())
             return f'<span class="tex-source" title="formula shown as TeX">{fallback}</span>'
