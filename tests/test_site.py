@@ -49,6 +49,14 @@ def test_build_site_says_run_make_test_first_without_executed_chapters(tmp_path)
         build_site.build(tmp_path / "missing", tmp_path / "site")
 
 
+def test_index_summary_keeps_bold_words_inside_the_sentence_as_plain_text():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "# 01 · T\n\nA model has many learned numbers, its\n**parameters**, and `code`. More.\n")])
+    assert build_site.chapter_info(nb, "01_t")["summary"] == "A model has many learned numbers, its parameters, and code."
+
+
 def test_index_summary_and_run_time_come_from_the_executed_notebook():
     import nbformat
 

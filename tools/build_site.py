@@ -89,13 +89,14 @@ def chapter_info(nb, stem: str) -> dict:
     title = next((line.lstrip("#").strip() for line in lines if line.startswith("# ")), stem)
     paragraph = []
     for line in lines[1:]:
-        if line.strip().startswith(("#", "**", "-", "|", "<")) and paragraph:
-            break
-        if line.strip() and not line.strip().startswith(("#", "**", "-", "|", "<")):
-            paragraph.append(line.strip())
+        line = line.strip()
+        # a heading, list, table, HTML or a line in bold alone ("**Learning goals**") ends the paragraph
+        block = line.startswith(("#", "-", "|", "<")) or re.fullmatch(r"\*\*[^*]+\*\*:?", line)
+        if line and not block:
+            paragraph.append(line)
         elif paragraph:
             break
-    text = " ".join(paragraph)
+    text = re.sub(r"\*\*|`", "", " ".join(paragraph))  # plain text: no Markdown bold or code marks
     summary = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0] if text else ""
     duration = nb.metadata.get("papermill", {}).get("duration")
     return {"title": title, "summary": summary, "seconds": duration}
