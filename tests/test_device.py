@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -100,3 +102,44 @@ def test_import_utils_does_not_import_tensorflow():
     code = "import utils, sys; assert 'tensorflow' not in sys.modules, 'utils imported tensorflow'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def _import_tensorflow_in_subprocess(code: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                          timeout=300)
+
+
+@pytest.mark.tensorflow
+def test_configure_tensorflow_prints_nothing_with_onednn_forced_on():
+    """TensorFlow prints 'oneDNN custom operations are on' while it is imported on CPUs where oneDNN is on by
+    default (AVX-512, AMX, Zen 4/5). Forcing oneDNN on makes the check the same on every CPU; oneDNN stays on."""
+    code = ("import os, utils; tf = utils.configure_tensorflow(); import keras; "
+            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))")
+    result = _import_tensorflow_in_subprocess(code, TF_ENABLE_ONEDNN_OPTS="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+    assert result.stderr.strip() == "", f"TensorFlow start-up printed:\n{result.stderr}"
+
+
+def test_tensorflow_import_filter_keeps_lines_it_does_not_know(monkeypatch, capfd):
+    """Only the known start-up lines are dropped: anything else (a CUDA library that failed to load) is shown."""
+    from utils import device
+
+    fake = types.ModuleType("tensorflow")
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+
+    def fake_import(name, *args, **kwargs):
+        if name == "tensorflow":
+            os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see ...\n"
+                        b"W0000 Could not load dynamic library 'libcudnn.so.9'\n")
+            return fake
+        return real_import(name, *args, **kwargs)
+
+    real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __builtins__.__import__
+    monkeypatch.setattr("builtins.__import__", fake_import)
+    assert device._import_tensorflow(quiet=True) is fake
+    err = capfd.readouterr().err
+    assert "libcudnn.so.9" in err
+    assert "oneDNN" not in err

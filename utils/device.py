@@ -119,10 +119,16 @@ def configure_tensorflow(*, quiet: bool = True) -> Any:
 
 
 # Lines TensorFlow's C++ runtime writes to stderr while it is imported, before any setting can
-# silence them; on a machine without an NVIDIA GPU they only say that there is no GPU.
+# silence them. On a machine without an NVIDIA GPU the first two only say that there is no GPU; the
+# oneDNN line is printed on CPUs where TensorFlow turns its oneDNN kernels on by default (AVX-512,
+# AVX512-BF16, AMX: Zen 4/5 EPYC, recent Xeons), an information, not a fault; the CPU-feature line is
+# printed by builds that could use more instructions than they were compiled for. oneDNN stays on.
 _HARMLESS_TF_STARTUP_LINES = (
     "All log messages before absl::InitializeLog() is called are written to STDERR",
     "Could not find cuda drivers on your machine, GPU will not be used",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
 )
 
 
