@@ -219,3 +219,30 @@ def test_chinchilla_optimal_with_the_unrounded_constants_reproduces_table_a3_app
         # 10%: the table's 2-3 digit budgets and the constants' 4 digits, compounded over up to 9 decades of C
         assert _rel(n_tex, n) < 0.10, (n, n_tex)
         assert n_printed < 0.85 * n  # the rounded printed constants undershoot every row by more than 15%
+
+
+@pytest.mark.parametrize("call", [
+    lambda: cost.gpu_hours(3.8e25, peak_flops_per_s=989, mfu=0.4),
+    lambda: cost.implied_mfu(3.8e25, 30.84e6, peak_flops_per_s=989),
+    lambda: cost.serving_utilisation(7e9, 1000, input_tokens=100, output_tokens=100, peak_flops_per_s=989),
+])
+def test_a_peak_given_in_tflops_is_refused_with_the_likely_unit_slip(call):
+    with pytest.raises(ValueError, match="TFLOP/s"):
+        call()
+
+
+def test_an_implied_mfu_above_one_is_refused_instead_of_returned():
+    # Llama 3.1 405B: 30.84 million GPU-hours; given as 30.84 "GPU-hours" the MFU would be about 345,000.
+    with pytest.raises(ValueError, match="units"):
+        cost.implied_mfu(6 * 405e9 * 15.6e12, 30.84, peak_flops_per_s=989e12)
+    assert 0 < cost.implied_mfu(6 * 405e9 * 15.6e12, 30.84e6, peak_flops_per_s=989e12) < 1
+
+
+def test_a_serving_throughput_beyond_twice_the_peak_is_refused():
+    with pytest.raises(ValueError, match="units"):
+        cost.serving_utilisation(7e9, 1e9, input_tokens=100, output_tokens=100, peak_flops_per_s=989e12)
+
+
+def test_cost_per_1k_requests_refuses_a_concurrency_it_would_ignore():
+    with pytest.raises(ValueError, match="concurrency"):
+        cost.cost_per_1k_requests(price_per_hour=3.6, throughput_rps=20, concurrency=4)

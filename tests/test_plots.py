@@ -75,3 +75,31 @@ def test_use_course_style_warns_about_chinese_figures_without_a_cjk_font(monkeyp
         utils.use_course_style(chinese=True)
     with pytest.raises(TypeError, match="chinese must be True or False"):
         utils.use_course_style(chinese="yes")
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"metrics": None}, ValueError),
+    ({"metrics": []}, ValueError),
+    ({"metrics": [1]}, TypeError),
+    ({"log_y": "no"}, TypeError),
+    ({"title": 3}, TypeError),
+])
+def test_plot_history_refuses_bad_options_before_drawing(kwargs, error):
+    with pytest.raises(error):
+        utils.plot_history(history(), **kwargs)
+
+
+def test_plot_history_refuses_fewer_axes_than_metrics_instead_of_dropping_one():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="2 metric"):
+        utils.plot_history(history(), metrics=["loss", "accuracy"], axes=[ax])
+    with pytest.raises(TypeError, match="Axes"):
+        utils.plot_history(history(), metrics=["loss"], axes=["not an axes"])
+    plt.close(fig)
+
+
+def test_plot_history_refuses_a_list_of_non_histories_with_a_type_error():
+    with pytest.raises(TypeError, match="History"):
+        utils.plot_history([{"loss": [1.0, 0.5]}])

@@ -245,3 +245,20 @@ def test_missing_model_files_error_names_the_package(monkeypatch, tmp_path):
 def test_load_rejects_a_folder_without_a_saved_classifier(tmp_path):
     with pytest.raises(FileNotFoundError, match="TextClassifier.save"):
         TextClassifier.load(tmp_path)
+
+
+@pytest.mark.parametrize("max_length", [1, 2, 513])
+def test_embed_texts_refuses_a_max_length_that_keeps_no_word_or_exceeds_the_positions(max_length):
+    """max_length=2 keeps only [CLS] and [SEP]: every text would get the same vector."""
+    with pytest.raises(ValueError, match="max_length"):
+        embed_texts(["where is my parcel", "I want a refund"], max_length=max_length)
+
+
+def test_embed_texts_with_three_word_pieces_still_tells_texts_apart():
+    vectors = embed_texts(["parcel", "refund"], max_length=3)
+    assert float(vectors[0] @ vectors[1]) < 0.99
+
+
+def test_train_text_classifier_refuses_progress_given_as_a_string():
+    with pytest.raises(TypeError, match="progress"):
+        train_text_classifier(["a b", "c d"] * 2, ["x", "y"] * 2, method="frozen", progress="False")

@@ -35,7 +35,7 @@ def check_bool(name: str, value: Any) -> bool:
     """``value`` if it is a bool (NumPy bools included); TypeError otherwise."""
     if isinstance(value, bool):
         return value
-    if type(value).__name__ == "bool_":  # numpy.bool_
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"):  # np.bool_ (NumPy 2: np.bool)
         return bool(value)
     raise ArgumentTypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 

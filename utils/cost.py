@@ -30,7 +30,7 @@ import math
 import numbers
 from typing import Any
 
-from .data import data_path
+from .data import data_path, read_data_csv
 
 __all__ = [
     "HOFFMANN_2022", "BESIROGLU_2024", "training_flops", "inference_flops", "compute_optimal",
@@ -72,6 +72,18 @@ def _integral(name: str, value: Any, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+# No accelerator (nor a CPU socket) peaks below 1 GFLOP/s: a smaller "peak" is a unit slip (TFLOP/s given as FLOP/s).
+_MIN_PEAK_FLOPS = 1e9
+
+
+def _peak(value: Any) -> float:
+    peak = _real("peak_flops_per_s", value)
+    if peak < _MIN_PEAK_FLOPS:
+        raise ValueError(f"peak_flops_per_s = {peak:g} FLOP/s is below any real accelerator (an H100 is about 989e12 "
+                         f"in dense bf16): the value looks like TFLOP/s; pass {peak:g}e12 for {peak:g} TFLOP/s")
+    return peak
 
 
 def _fraction(name: str, value: Any) -> float:
@@ -246,7 +258,7 @@ def gpu_hours(flops: Any, *, peak_flops_per_s: Any, mfu: Any) -> float:
         26.7
     """
     flops = _real("flops", flops)
-    peak = _real("peak_flops_per_s", peak_flops_per_s)
+    peak = _peak(peak_flops_per_s)
     return flops / (peak * _fraction("mfu", mfu) * 3600.0)
 
 
@@ -259,8 +271,13 @@ def implied_mfu(flops: Any, gpu_hours: Any, *, peak_flops_per_s: Any) -> float:
     """
     flops = _real("flops", flops)
     hours = _real("gpu_hours", gpu_hours)
-    peak = _real("peak_flops_per_s", peak_flops_per_s)
-    return flops / (hours * 3600.0 * peak)
+    peak = _peak(peak_flops_per_s)
+    mfu = flops / (hours * 3600.0 * peak)
+    if mfu > 1:
+        raise ValueError(f"{flops:.3g} FLOPs in {hours:.3g} GPU-hours at {peak:.3g} FLOP/s implies an MFU of {mfu:,.3g}, "
+                         "above 1, which no GPU can do: check the units (GPU-hours in millions? total FLOPs vs "
+                         "FLOP/s? the peak of the precision actually used?)")
+    return mfu
 
 
 def cost_usd(gpu_hours: Any, *, price_per_gpu_hour: Any) -> float:
@@ -288,11 +305,12 @@ def co2_kg(gpu_hours: Any, *, power_w: Any, kg_per_kwh: Any) -> float:
 
 
 def cost_per_1k_requests(*, price_per_hour: Any, latency_s: Any = None, throughput_rps: Any = None,
-                         concurrency: Any = 1, utilisation: Any = 1.0) -> float:
+                         concurrency: Any = None, utilisation: Any = 1.0) -> float:
     """Serving cost of 1,000 requests on a machine rented at ``price_per_hour``.
 
     Give either a measured ``throughput_rps`` (requests per second the machine sustains) or a per-request
-    ``latency_s`` with the number of requests served in parallel (``concurrency``); ``utilisation`` is the
+    ``latency_s`` with the number of requests served in parallel (``concurrency``, default 1; it is refused
+    with ``throughput_rps``, which already includes it); ``utilisation`` is the
     busy fraction of the hours paid for (a machine idle half the time doubles the cost per request).
 
     Example:
@@ -303,7 +321,11 @@ def cost_per_1k_requests(*, price_per_hour: Any, latency_s: Any = None, throughp
     if (latency_s is None) == (throughput_rps is None):
         raise ValueError("pass exactly one of latency_s or throughput_rps")
     if throughput_rps is None:
+        concurrency = 1 if concurrency is None else concurrency
         throughput_rps = _integral("concurrency", concurrency) / _real("latency_s", latency_s)
+    elif concurrency is not None:
+        raise ValueError("concurrency is only used with latency_s (requests per second = concurrency / latency_s); "
+                         "a measured throughput_rps already includes the parallelism: drop concurrency")
     else:
         throughput_rps = _real("throughput_rps", throughput_rps)
     requests_per_hour = throughput_rps * 3600.0 * _fraction("utilisation", utilisation)
@@ -324,6 +346,10 @@ def break_even_requests(fixed_cost_usd: Any, *, price_per_request: Any, variable
     return math.inf if margin <= 0 else fixed / margin
 
 
+# FP8 doubles the dense bf16 peak; a published throughput above twice the bf16 peak is a unit slip.
+_MAX_SERVING_UTILISATION = 2.0
+
+
 def serving_utilisation(n_params: Any, output_tokens_per_s: Any, *, input_tokens: Any, output_tokens: Any,
                         peak_flops_per_s: Any) -> float:
     """Model FLOPs utilisation of a server from its published output throughput per GPU.
@@ -342,14 +368,17 @@ def serving_utilisation(n_params: Any, output_tokens_per_s: Any, *, input_tokens
     rate = _real("output_tokens_per_s", output_tokens_per_s)
     n_in = _real("input_tokens", input_tokens, allow_zero=True)
     n_out = _real("output_tokens", output_tokens)
-    peak = _real("peak_flops_per_s", peak_flops_per_s)
-    return 2.0 * n_params * rate * (n_in + n_out) / n_out / peak
+    peak = _peak(peak_flops_per_s)
+    utilisation = 2.0 * n_params * rate * (n_in + n_out) / n_out / peak
+    if utilisation > _MAX_SERVING_UTILISATION:
+        raise ValueError(f"{rate:g} output tokens/s for a {n_params:.3g}-parameter model implies {utilisation:,.3g}× the "
+                         f"peak of {peak:.3g} FLOP/s, more than even FP8 against a bf16 peak allows "
+                         f"({_MAX_SERVING_UTILISATION:g}×): check the units of the throughput, the parameters and the peak")
+    return utilisation
 
 
 def _load_csv(name: str, required: list[str]) -> Any:
-    import pandas as pd
-
-    frame = pd.read_csv(data_path(name))
+    frame = read_data_csv(name)
     missing = set(required) - set(frame.columns)
     if missing:
         raise ValueError(f"data/{name} lacks columns {sorted(missing)}")

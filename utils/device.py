@@ -97,6 +97,7 @@ def configure_tensorflow(*, quiet: bool = True) -> Any:
         1.0
     """
     global _TF_CONFIGURED
+    quiet = check_bool("quiet", quiet)
     if quiet:
         # Level 2 hides TensorFlow's C++ INFO/WARNING lines. Without an NVIDIA driver, level 3 also
         # hides the "failed call to cuInit" ERROR line, which only says there is no GPU.
@@ -207,6 +208,7 @@ def environment_report(*, include_tensorflow: bool = True, show: bool = True) ->
         >>> report["torch_device"] in {"cpu", "cuda", "mps"}
         True
     """
+    include_tensorflow, show = check_bool("include_tensorflow", include_tensorflow), check_bool("show", show)
     report: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -8,6 +8,7 @@ import subprocess
 import warnings
 from typing import Any, Mapping, Sequence
 
+from ._checks import check_bool
 from .history import History
 
 __all__ = ["use_course_style", "plot_history", "cjk_font", "COLORS", "CJK_FONTS"]
@@ -81,8 +82,7 @@ def use_course_style(chinese: bool = False) -> None:
     import matplotlib as mpl
     from cycler import cycler
 
-    if not isinstance(chinese, bool):
-        raise TypeError(f"chinese must be True or False, got {type(chinese).__name__} {chinese!r}")
+    chinese = check_bool("chinese", chinese)
     mpl.rcParams.update(_STYLE)
     mpl.rcParams["axes.prop_cycle"] = cycler(color=COLORS)
     family = cjk_font()
@@ -118,6 +118,9 @@ def plot_history(
     elif isinstance(history, Mapping):
         runs = dict(history)
     elif isinstance(history, Sequence) and not isinstance(history, str):
+        bad = [type(h).__name__ for h in history if not isinstance(h, History)]
+        if bad:
+            raise TypeError(f"history must be a History, a list or a dict of them; the list holds {bad}")
         runs = {f"run {i + 1} ({h.framework})": h for i, h in enumerate(history)}
     else:
         raise TypeError(f"history must be a History, a list or a dict of them, got {type(history).__name__}")
@@ -126,7 +129,10 @@ def plot_history(
     for label, h in runs.items():
         if not isinstance(h, History):
             raise TypeError(f"{label!r} is a {type(h).__name__}, not a utils.History")
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    metrics = _check_metric_names(metrics)
+    log_y = check_bool("log_y", log_y)
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a string or None, got {type(title).__name__} {title!r}")
     for metric in metrics:
         if not any(metric in h or f"val_{metric}" in h for h in runs.values()):
             raise KeyError(f"No run recorded {metric!r}. Recorded: {sorted(set().union(*(h.keys() for h in runs.values())))}")
@@ -136,7 +142,7 @@ def plot_history(
         fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.6), squeeze=False)
         axes = axes[0]
     else:
-        axes = list(axes) if isinstance(axes, Sequence) or hasattr(axes, "__len__") else [axes]
+        axes = _check_axes(axes, len(metrics))
         fig = axes[0].figure
     for ax, metric in zip(axes, metrics):
         for color, (label, h) in zip(COLORS * 4, runs.items()):
@@ -154,3 +160,40 @@ def plot_history(
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def _check_metric_names(metrics: Any) -> list[str]:
+    """``metrics`` as a non-empty list of names; a clear error for None, [] or non-strings."""
+    if metrics is None:
+        raise ValueError('metrics must name at least one recorded metric, e.g. metrics=["loss"]; got None')
+    names = [metrics] if isinstance(metrics, str) else metrics
+    if not isinstance(names, (Sequence, set, tuple)) or isinstance(names, (bytes, Mapping)):
+        raise TypeError(f"metrics must be a metric name or a list of names, got {type(metrics).__name__}")
+    names = list(names)
+    if not names:
+        raise ValueError('metrics must name at least one recorded metric, e.g. metrics=["loss"]; got an empty list')
+    bad = [m for m in names if not isinstance(m, str)]
+    if bad:
+        raise TypeError(f"metric names must be strings such as 'loss' or 'accuracy', got {bad!r}")
+    return names
+
+
+def _check_axes(axes: Any, n_metrics: int) -> list[Any]:
+    """``axes`` as a list of matplotlib Axes, one per metric (a shortfall would drop metrics silently)."""
+    from matplotlib.axes import Axes
+
+    if isinstance(axes, Axes):
+        axes = [axes]
+    elif hasattr(axes, "ravel"):  # the array plt.subplots returns
+        axes = list(axes.ravel())
+    elif isinstance(axes, (Sequence, tuple)) and not isinstance(axes, str):
+        axes = list(axes)
+    else:
+        raise TypeError(f"axes must be a matplotlib Axes or a list of them, got {type(axes).__name__}")
+    bad = [type(a).__name__ for a in axes if not isinstance(a, Axes)]
+    if bad:
+        raise TypeError(f"axes must hold matplotlib Axes only, got {bad}")
+    if len(axes) < n_metrics:
+        raise ValueError(f"{n_metrics} metric(s) to plot but only {len(axes)} Axes given: pass one Axes per "
+                         "metric (or axes=None to create them)")
+    return axes

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import check_bool
 from .device import get_device
 from .training import _fsync_dir, progress_enabled, resolve_amp
 
@@ -245,7 +246,7 @@ def embed_texts(
     """
     items = _check_texts(texts)
     _check_positive("batch_size", batch_size)
-    _check_positive("max_length", max_length)
+    _check_max_length(max_length)
     batch_size, max_length = int(batch_size), int(max_length)
     if encoder is not None:
         tokenizer, model = encoder
@@ -656,6 +657,20 @@ def _check_positive(name: str, value: Any, kind: type = int, allow_zero: bool = 
                          f"{'finite number' if kind is float else 'int'}, got {value!r}")
 
 
+# MiniLM has 512 position embeddings; [CLS] and [SEP] take two of the max_length word pieces.
+_MAX_POSITIONS = 512
+
+
+def _check_max_length(max_length: Any) -> None:
+    """max_length counts word pieces with [CLS] and [SEP]: below 3 no word of any text survives
+    truncation and every text gets the same vector; above 512 the encoder has no position for it."""
+    _check_positive("max_length", max_length)
+    if not 3 <= max_length <= _MAX_POSITIONS:
+        raise ValueError(f"max_length must be between 3 and {_MAX_POSITIONS} word pieces, got {max_length}: it counts "
+                         "[CLS] and [SEP] too, so below 3 every text is cut to those two tokens and all texts get "
+                         "the same vector (the model was trained with 256)")
+
+
 def _train_linear_head(features: torch.Tensor, y: torch.Tensor, head: nn.Linear, *, steps: int, lr: float) -> list[float]:
     """Multinomial logistic regression on fixed features: full-batch Adam from a zero start."""
     with torch.no_grad():
@@ -724,8 +739,7 @@ def train_text_classifier(
     if method not in METHODS:
         hint = f" (did you mean {method.lower()!r}?)" if isinstance(method, str) and method.lower() in METHODS else ""
         raise ValueError(f"Unknown method {method!r}{hint}; choose one of {', '.join(METHODS)}.")
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be True or False, got {type(progress).__name__} {progress!r}")
+    check_bool("progress", progress)
     items = _check_texts(texts)
     if not any(text.strip() for text in items):
         raise ValueError(f"Every one of the {len(items)} texts is empty or blank: there is nothing to learn from. "
@@ -746,7 +760,7 @@ def train_text_classifier(
     _check_positive("lora_rank", lora_rank)
     _check_positive("lora_alpha", lora_alpha, float)
     _check_positive("min_steps", min_steps, allow_zero=True)
-    _check_positive("max_length", max_length)
+    _check_max_length(max_length)
     _check_positive("weight_decay", weight_decay, float, allow_zero=True)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
