@@ -128,3 +128,20 @@ def test_models_csv_holds_the_released_gpt2_count():
     models = pd.read_csv(utils.data_path("models.csv")).set_index("model")
     # 48 blocks, d = 1600, V = 50,257, n_ctx = 1,024: the released model OpenAI names 1558M
     assert models.loc["GPT-2", "parameters"] == utils.transformer_param_count(48, 1600, 50257, 1024) == 1_557_611_200
+
+
+def test_read_data_csv_names_the_file_when_it_is_not_utf8(monkeypatch, tmp_path):
+    from utils import data
+
+    (tmp_path / "broken.csv").write_bytes(b"a,b\n\xff\xfe,1\n")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)
+    with pytest.raises(ValueError, match="broken.csv.*not UTF-8"):
+        data.read_data_csv("broken.csv")
+    with pytest.raises(ValueError, match="empty.csv"):
+        data.read_data_csv("empty.csv")
+
+
+def test_the_course_tables_load_through_read_data_csv():
+    assert len(utils.read_data_csv("errata.csv")) > 0
+    assert len(utils.cost.load_hardware_prices()) > 0

@@ -20,6 +20,7 @@ from .data import (
     load_breast_cancer_split,
     load_diabetes_split,
     load_digits_split,
+    read_data_csv,
     to_tf_dataset,
     to_torch_loader,
 )
@@ -41,7 +42,7 @@ __all__ = [
     "environment_report", "evaluate", "fit", "fit_keras", "get_device", "GPTConfig", "History",
     "load_breast_cancer_split", "load_diabetes_split", "load_digits_split", "load_errata",
     "load_pretrained_encoder", "make_panel", "metrics", "NonFiniteLossError", "Panel", "plot_history",
-    "predict", "Retriever", "set_seed", "show_errata", "Split", "TextClassifier", "TinyGPT", "to_tf_dataset",
+    "predict", "read_data_csv", "Retriever", "set_seed", "show_errata", "Split", "TextClassifier", "TinyGPT", "to_tf_dataset",
     "to_torch_loader", "train_text_classifier", "transformer_param_count", "use_course_style",
 ]
 __version__ = "0.1.0"

@@ -26,6 +26,7 @@ __all__ = [
     "to_torch_loader",
     "to_tf_dataset",
     "data_path",
+    "read_data_csv",
     "DATA_DIR",
 ]
 
@@ -329,3 +330,24 @@ def data_path(name: str) -> Path:
             "run the notebooks from a full clone (git status should show data/ intact)."
         )
     return path
+
+
+def read_data_csv(name: str, **read_csv_kwargs: Any) -> Any:
+    """A CSV file of the course's ``data/`` folder as a pandas DataFrame (UTF-8).
+
+    Like ``pandas.read_csv(data_path(name))``, but an unreadable file (not UTF-8, not CSV, empty)
+    raises a ``ValueError`` that names the file and says how to restore it.
+
+    Example:
+        >>> read_data_csv("models.csv").shape[0] > 0
+        True
+    """
+    import pandas as pd
+
+    path = data_path(name)
+    try:
+        return pd.read_csv(path, encoding="utf-8", **read_csv_kwargs)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        reason = "it is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else str(error).splitlines()[0]
+        raise ValueError(f"Course data file {path} cannot be read as CSV ({reason}). Restore it from git "
+                         f"(git checkout -- data/{name}).") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import data_path
+from .data import data_path, read_data_csv
 
 __all__ = ["load_errata", "show_errata", "ERRATA_COLUMNS", "ERRATA_KINDS"]
 
@@ -24,7 +24,7 @@ def load_errata(chapter: str | None = None) -> Any:
     """
     import pandas as pd
 
-    frame = pd.read_csv(data_path("errata.csv"), dtype=str, keep_default_na=False)
+    frame = read_data_csv("errata.csv", dtype=str, keep_default_na=False)
     missing = set(ERRATA_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"data/errata.csv lacks columns {sorted(missing)}")
