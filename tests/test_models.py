@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -287,3 +289,38 @@ def test_cache_rejects_contexts_beyond_block_size_and_bad_arguments():
         model.kv_cache_bytes(4, dtype="float16")
     with pytest.raises(TypeError, match="use_cache"):
         model.generate(tokens(1, 2), 3, use_cache="yes")
+
+
+def test_numpy_numbers_are_accepted_like_python_numbers():
+    import numpy as np
+
+    config = GPTConfig(vocab_size=np.int64(20), n_layer=np.int32(1), n_head=np.int64(2), d_model=np.int64(8),
+                       block_size=np.int64(8), dropout=np.float32(0.0), bias=np.bool_(True))
+    assert type(config.vocab_size) is int and type(config.block_size) is int
+    model = TinyGPT(config)
+    torch.manual_seed(0)
+    out = model.generate(torch.zeros(1, 1, dtype=torch.long), np.int64(3), temperature=np.float32(0.7),
+                         top_k=np.int64(5), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 4)
+    assert model.kv_cache_bytes(np.int64(4), batch_size=np.int64(2)) > 0
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-300, 5e-324])
+def test_generate_with_a_vanishing_temperature_is_greedy_instead_of_failing(temperature):
+    torch.manual_seed(0)
+    model = TinyGPT(GPTConfig(vocab_size=30, n_layer=1, n_head=2, d_model=16, block_size=16))
+    start = torch.zeros(2, 3, dtype=torch.long)
+    greedy = model.generate(start, 6, top_k=1)
+    cold = model.generate(start, 6, temperature=temperature, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(cold, greedy)
+
+
+@pytest.mark.parametrize("kwargs", [{"use_cache": "False"}, {"temperature": "0.7"}, {"max_new_tokens": 2.0},
+                                    {"top_k": 2.5}])
+def test_generate_refuses_strings_and_floats_where_flags_and_counts_belong(kwargs):
+    model = TinyGPT(GPTConfig(vocab_size=10, n_layer=1, n_head=1, d_model=8, block_size=8))
+    args = {"max_new_tokens": 2, **kwargs}
+    with pytest.raises((TypeError, ValueError)):
+        model.generate(torch.zeros(1, 1, dtype=torch.long), **args)
+    with pytest.raises(TypeError):
+        model.num_parameters(non_embedding="False")

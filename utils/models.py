@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import check_bool, check_int, check_real
+
 __all__ = ["GPTConfig", "KVCache", "TinyGPT"]
 
 # One (keys, values) pair per layer, each of shape (batch, n_head, context, head_size).
@@ -60,22 +62,17 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_head", "d_model", "block_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"GPTConfig.{name} must be an int, got {type(value).__name__} ({value!r})")
-            if value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be positive, got {value}")
+            # NumPy integers (np.int64 from a tokenizer or a grid) are accepted and stored as int.
+            setattr(self, name, check_int(f"GPTConfig.{name}", getattr(self, name)))
         if self.d_model % self.n_head != 0:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}): each head gets "
                 f"d_model // n_head dimensions. Try n_head in {_divisors(self.d_model)}."
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise TypeError(f"GPTConfig.dropout must be a number, got {type(self.dropout).__name__}")
+        self.dropout = check_real("GPTConfig.dropout", self.dropout)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"GPTConfig.bias must be True or False, got {self.bias!r}")
+        self.bias = check_bool("GPTConfig.bias", self.bias)
 
     @property
     def head_size(self) -> int:
@@ -244,7 +241,7 @@ class TinyGPT(nn.Module):
             1000
         """
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if check_bool("non_embedding", non_embedding):
             n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
         return n
 
@@ -254,8 +251,7 @@ class TinyGPT(nn.Module):
         Example:
             >>> opt = torch.optim.AdamW(model.parameter_groups(0.1), lr=1e-3)
         """
-        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a number ≥ 0, got {weight_decay!r}")
+        weight_decay = check_real("weight_decay", weight_decay, non_negative=True)
         params = list(self.parameters())  # de-duplicated: the tied weight appears once
         return [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": float(weight_decay)},
@@ -355,9 +351,7 @@ class TinyGPT(nn.Module):
             >>> TinyGPT(GPTConfig(vocab_size=65, n_layer=4, d_model=128, block_size=512)).kv_cache_bytes(512)
             2097152
         """
-        for name, value in (("context", context), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        context, batch_size = check_int("context", context), check_int("batch_size", batch_size)
         if dtype is None:
             dtype = next(self.parameters()).dtype
         if not isinstance(dtype, torch.dtype):
@@ -396,20 +390,14 @@ class TinyGPT(nn.Module):
             torch.Size([1, 21])
         """
         self._check_idx(idx, crop=True)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int ≥ 0, got {max_new_tokens!r}")
-        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                or not math.isfinite(temperature) or temperature <= 0):
-            raise ValueError(
-                f"temperature must be a finite number > 0, got {temperature!r}; "
-                "for greedy decoding use top_k=1"
-            )
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=0)
+        try:
+            temperature = check_real("temperature", temperature, positive=True)
+        except ValueError as error:  # ArgumentTypeError is a ValueError too
+            raise type(error)(f"{error}; for greedy decoding use top_k=1") from None
         if top_k is not None:
-            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-                raise ValueError(f"top_k must be None or an int ≥ 1, got {top_k!r}")
-            top_k = min(top_k, self.config.vocab_size)
-        if not isinstance(use_cache, bool):
-            raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
+            top_k = min(check_int("top_k", top_k), self.config.vocab_size)
+        use_cache = check_bool("use_cache", use_cache)
         block_size = self.config.block_size
         was_training = self.training
         self.eval()
@@ -423,7 +411,12 @@ class TinyGPT(nn.Module):
                     logits, cache = self.forward_with_cache(idx[:, -block_size:])
                 else:
                     logits, cache = self.forward_with_cache(idx[:, -1:], cache)
-                logits = logits[:, -1, :].float() / temperature
+                logits = logits[:, -1, :].float()
+                # Shift so the largest logit is 0 before dividing: a tiny temperature (1e-45) then sends the
+                # others to -inf (probability 0) instead of overflowing every logit to ±inf (NaN probabilities).
+                # (0 stays 0 where float32 cannot hold the temperature at all and 0 / 0 would be NaN.)
+                shifted = logits - logits.max(dim=-1, keepdim=True).values
+                logits = torch.where(shifted == 0, shifted, shifted / temperature)
                 if top_k == 1:  # greedy: no randomness at all
                     next_id = logits.argmax(dim=-1, keepdim=True)
                 else:
