@@ -3,9 +3,9 @@
 The loop is the plain one every chapter would otherwise write (forward, loss, backward,
 step), plus what a careful engineer adds: device placement with ``non_blocking`` copies,
 optional mixed precision, gradient clipping and accumulation, a learning-rate scheduler,
-early stopping, atomic checkpoints with exact resume, data-parallel training when launched
-by ``torchrun`` (helpers in :mod:`utils.distributed`), a NaN check that says where training
-broke, exact validation metrics and a quiet-under-CI progress bar.
+early stopping, atomic checkpoints with exact resume, data-parallel (DDP) or fully sharded
+(FSDP) training when launched by ``torchrun`` (helpers in :mod:`utils.distributed`), a NaN
+check that says where training broke, exact validation metrics and a quiet-under-CI progress bar.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import random
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ from torch.nn import functional as F
 
 from ._checks import check_bool, check_int, check_real
 from .device import get_device
-from .distributed import all_reduce_sums, setup_distributed, shard_loader
+from .distributed import (STRATEGIES, all_reduce_sums, load_sharded_checkpoint, save_sharded_checkpoint,
+                          setup_distributed, shard_loader, shard_model)
 from .history import History, monitor_mode
 
 __all__ = ["fit", "evaluate", "predict", "NonFiniteLossError", "resolve_amp", "progress_enabled"]
@@ -42,6 +43,31 @@ class NonFiniteLossError(FloatingPointError):
 def progress_enabled(progress: bool = True) -> bool:
     """Whether to draw progress bars: never under CI (``CI`` set), else as asked."""
     return bool(progress) and not os.environ.get("CI")
+
+
+class _NoBar:
+    """Stands in for a tqdm bar where tqdm is not installed (a bare GPU machine running tools/gpu_check.py)."""
+
+    def __init__(self, iterable: Iterable, **_: Any) -> None:
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator:
+        return iter(self.iterable)
+
+    def set_postfix(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(iterable: Iterable, **tqdm_kwargs: Any) -> Any:
+    """``tqdm.auto.tqdm(iterable, **tqdm_kwargs)``, or a silent stand-in when tqdm is not installed."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar(iterable)
+    return tqdm(iterable, **tqdm_kwargs)
 
 
 def accuracy_from_logits(output: torch.Tensor, target: torch.Tensor) -> float:
@@ -369,9 +395,13 @@ def _check_optimizer_matches(model: nn.Module, optimizer: torch.optim.Optimizer)
         )
 
 
-def _check_checkpoint_path(path: Path) -> None:
-    """Fail before training, not after the first epoch, if the checkpoint cannot be written."""
-    if path.is_dir():
+def _check_checkpoint_path(path: Path, folder: bool = False) -> None:
+    """Fail before training, not after the first epoch, if the checkpoint cannot be written.
+    ``folder``: a sharded checkpoint, which is a folder."""
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"checkpoint_path {path} is a file, but a sharded (strategy='fsdp') checkpoint is a folder: "
+                         "give a folder name, e.g. 'checkpoints/run1'.")
+    if not folder and path.is_dir():
         raise ValueError(f"checkpoint_path {path} is a folder; give a file name inside it, e.g. {path / 'checkpoint.pt'}")
     for parent in path.parents:
         if parent.exists():
@@ -388,12 +418,95 @@ def _check_checkpoint_path(path: Path) -> None:
                          "choose a folder you can write to.") from error
 
 
+def _check_strategy(strategy: Any, optimizer: Any) -> None:
+    """Refuse an unknown strategy, a non-optimizer, and a ready optimizer with ``"fsdp"``."""
+    if not (strategy is None or isinstance(strategy, str)) or strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be None, 'ddp' or 'fsdp', got {strategy!r}")
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if strategy == "fsdp":
+            raise ValueError(
+                "strategy='fsdp' replaces the model's parameters by sharded ones, so an optimizer built before would "
+                "update nothing: pass a function that builds it, e.g. "
+                "optimizer=lambda params: torch.optim.Adam(params, lr=1e-3).")
+        return
+    if isinstance(optimizer, type) or not callable(optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or a function params -> optimizer, got "
+                        f"{optimizer.__name__ if isinstance(optimizer, type) else type(optimizer).__name__}: build one, "
+                        "e.g. torch.optim.SGD(model.parameters(), lr=0.1), or pass lambda p: torch.optim.SGD(p, lr=0.1)")
+
+
+def _build_optimizer(make: Callable[[Any], torch.optim.Optimizer], model: nn.Module) -> torch.optim.Optimizer:
+    optimizer = make(model.parameters())
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer(params) must return a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    _check_optimizer_matches(model, optimizer)
+    return optimizer
+
+
+def _parallelize(model: nn.Module, strategy: str | None, device: torch.device,
+                 amp_dtype: torch.dtype | None) -> nn.Module:
+    """The module ``fit`` trains: a DDP wrapper (``None``/``"ddp"``) or ``model`` sharded in place (``"fsdp"``)."""
+    if strategy == "fsdp":
+        return shard_model(model, mp_dtype=amp_dtype)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _sharded_tensors(model: nn.Module, optimizer: torch.optim.Optimizer,
+                     best_state: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    tensors = {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, optimizer)}
+    if best_state is not None:
+        tensors["best_state"] = best_state
+    return tensors
+
+
+def _write_checkpoint(path: Path, state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                      best_state: dict[str, torch.Tensor] | None, sharded: bool) -> None:
+    if not sharded:
+        _save_checkpoint(path, state)
+        return
+    save_sharded_checkpoint(path, _sharded_tensors(model, optimizer, best_state), state,
+                            tag=f"epoch-{state['epoch']:05d}")
+
+
+def _read_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     sharded: bool) -> dict[str, Any] | None:
+    """Load model and optimizer from the checkpoint and return the rest of its state (None: no checkpoint)."""
+    if not sharded:
+        if not path.exists():
+            return None
+        state = _load_checkpoint(path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        return state
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    latest = path / "LATEST"
+    if not latest.is_file():
+        if path.is_dir() and any(path.iterdir()):
+            raise RuntimeError(f"{path} holds no sharded checkpoint written by utils.fit (no LATEST file). "
+                               "Delete it or choose another checkpoint_path.")
+        return None  # checked first: building the optimizer template below initialises its state
+    template = _sharded_tensors(model, optimizer, None)
+    extras = torch.load(path / latest.read_text().strip() / "extras-rank0.pt", weights_only=True)
+    if extras.get("has_best_state"):
+        template["best_state"] = {k: torch.empty_like(v) for k, v in model.state_dict().items()}
+    state = load_sharded_checkpoint(path, template)
+    set_model_state_dict(model, template["model"])
+    set_optimizer_state_dict(model, optimizer, template["optimizer"])
+    state["best_state"] = template.get("best_state")
+    return state
+
+
 def fit(
     model: nn.Module,
     train_loader: Iterable,
     *,
     loss_fn: Callable[[Any, Any], torch.Tensor] | None,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Callable[[Any], torch.optim.Optimizer],
     num_epochs: int,
     val_loader: Iterable | None = None,
     metrics: Mapping[str, MetricFn] | Iterable[str] | None = None,
@@ -411,6 +524,7 @@ def fit(
     restore_best: bool = True,
     checkpoint_path: str | os.PathLike | None = None,
     resume: bool = False,
+    strategy: str | None = None,
 ) -> History:
     """Train ``model`` for ``num_epochs`` and return a :class:`History`.
 
@@ -419,7 +533,10 @@ def fit(
         train_loader: yields ``(X, y)`` batches (e.g. :func:`utils.to_torch_loader`).
         loss_fn: ``loss_fn(model(X), y) -> scalar``; ``None`` if ``model(X, y)`` returns
             ``(output, loss)`` itself.
-        optimizer: any ``torch.optim`` optimizer over ``model``'s parameters.
+        optimizer: any ``torch.optim`` optimizer over ``model``'s parameters, or a callable
+            ``params -> optimizer`` (e.g. ``lambda p: torch.optim.Adam(p, lr=1e-3)``) that ``fit``
+            calls once the model is on its device and, with ``strategy="fsdp"``, sharded — then
+            required, since sharding replaces the parameters a ready optimizer holds.
         num_epochs: total passes over ``train_loader`` (when resuming, the epochs already
             in the checkpoint count).
         val_loader: evaluated after every epoch (``val_loss`` and ``val_<metric>``).
@@ -460,6 +577,8 @@ def fit(
             ``train_loader`` are restored, so the resumed run repeats exactly what an
             uninterrupted run would have done (same data order, same dropout masks).
             A missing file starts from scratch.
+        strategy: ``None`` (DDP when launched by ``torchrun`` with several processes, one plain
+            process otherwise), ``"ddp"`` or ``"fsdp"`` (both need ``torchrun``; see below).
 
     Returns:
         The :class:`History` of every epoch run (including those before a resume), with
@@ -477,6 +596,21 @@ def fit(
         processes return the same ``History``. Only rank 0 draws progress and writes the
         checkpoint; a resumed run restores rank 0's RNG states on every process.
 
+    Fully sharded data parallel (``strategy="fsdp"``):
+        The same data sharding and metrics, but the model is sharded with FSDP2's
+        ``fully_shard`` (:func:`utils.distributed.shard_model`: each direct child that holds
+        parameters is one unit, then the root), so every rank keeps ``1/world_size`` of the
+        weights, gradients and optimizer states; weights are all-gathered before each unit
+        runs and gradients reduce-scattered after backward. ``amp`` becomes FSDP's
+        ``MixedPrecisionPolicy`` (bf16 compute, float32 gradient reduction and master weights;
+        fp16 is refused). ``checkpoint_path`` is then a folder written collectively by
+        ``torch.distributed.checkpoint`` (one shard file per rank; a new version is renamed into
+        place and named in ``LATEST``, so a crash leaves the previous one); resume needs the
+        same number of processes. After ``fit`` the model stays sharded: get full weights with
+        :func:`utils.distributed.full_state_dict` (on every rank). End the worker script with
+        :func:`utils.distributed.finish_worker` (gloo on CPU can abort at interpreter exit).
+        gloo on CPU and NCCL on CUDA, chosen from the device, with no change to the script.
+
     Raises:
         NonFiniteLossError: the loss became NaN/inf; the message names epoch and step.
         ValueError / TypeError: before the first optimizer step, for what would otherwise
@@ -484,7 +618,9 @@ def fit(
             targets of different shapes for an element-wise loss (``MSELoss``, ``BCEWithLogitsLoss``…),
             class labels that are floats or out of range, one logit with ``CrossEntropyLoss``,
             ``reduction="none"``, integer features, a wrong feature count, an empty or one-pass
-            loader, NaN/inf in a batch, an unwritable ``checkpoint_path``, an unknown ``monitor``.
+            loader, NaN/inf in a batch, an unwritable ``checkpoint_path``, an unknown ``monitor``,
+            an unknown ``strategy``, a ready optimizer with ``"fsdp"``.
+        RuntimeError: ``strategy="ddp"``/``"fsdp"`` in a process not started by ``torchrun``.
 
     Example:
         >>> model = nn.Linear(4, 2)
@@ -497,9 +633,7 @@ def fit(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module instance, got {model!r}"
                         if isinstance(model, type) else f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-                        + (": build one, e.g. torch.optim.SGD(model.parameters(), lr=0.1)" if isinstance(optimizer, type) else ""))
+    _check_strategy(strategy, optimizer)
     num_epochs = check_int("num_epochs", num_epochs)
     if grad_clip is not None:
         grad_clip = check_real("grad_clip", grad_clip, positive=True)
@@ -517,7 +651,8 @@ def fit(
     _check_loader(train_loader, "train_loader", passes=num_epochs)
     if val_loader is not None:
         _check_loader(val_loader, "val_loader", passes=num_epochs)
-    _check_optimizer_matches(model, optimizer)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        _check_optimizer_matches(model, optimizer)
     metric_fns = _resolve_metrics(metrics)
     if mode is not None and mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min', 'max' or None (read from the monitor's name), got {mode!r}")
@@ -554,42 +689,50 @@ def fit(
     device = get_device(device) if not isinstance(device, torch.device) else device
     ctx = setup_distributed(device)
     device = ctx.device
+    if strategy is not None and not ctx.enabled:
+        raise RuntimeError(
+            f"strategy={strategy!r} spreads training over several processes started by torchrun, but this process "
+            "is alone (WORLD_SIZE is not above 1). Launch the script with `torchrun --nproc_per_node=2 script.py` "
+            "(from a notebook: utils.distributed.run_torchrun('script.py', nproc_per_node=2)), or pass "
+            "strategy=None to train in this one process.")
+    sharded = strategy == "fsdp"
     amp_dtype = resolve_amp(amp, device)
+    if sharded and amp_dtype == torch.float16:
+        raise ValueError("amp='fp16' with strategy='fsdp' is not supported (it would need a sharded gradient "
+                         "scaler): use amp='bf16' or amp=None.")
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     if checkpoint is not None and ctx.is_main:
-        _check_checkpoint_path(checkpoint)
+        _check_checkpoint_path(checkpoint, folder=sharded)
     model.to(device)
+    train_model, sampler = model, None
+    if ctx.enabled:
+        train_model = _parallelize(model, strategy, device, amp_dtype)
+        train_loader, sampler = shard_loader(train_loader, ctx)
+        if sharded:
+            amp_dtype = None  # FSDP's MixedPrecisionPolicy casts; autocast would cast twice
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = _build_optimizer(optimizer, model)
 
     history = History(framework="torch")
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch = 1
-    if resume and checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state["scaler"] is not None:
-            scaler.load_state_dict(state["scaler"])
-        history = History(framework=state["history"]["framework"],
-                          values={k: list(v) for k, v in state["history"]["values"].items()})
-        history.stopped_epoch, history.best_epoch = state["stopped_epoch"], None
-        best_state = state["best_state"]
-        _set_rng_state(state["rng"])
-        _set_generator_states(train_loader, state["loader_generators"])
-        start_epoch = state["epoch"] + 1 if state["stopped_epoch"] is None else num_epochs + 1
+    if resume and checkpoint is not None:
+        state = _read_checkpoint(checkpoint, model, optimizer, sharded)
+        if state is not None:
+            if scheduler is not None and state["scheduler"] is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state["scaler"] is not None:
+                scaler.load_state_dict(state["scaler"])
+            history = History(framework=state["history"]["framework"],
+                              values={k: list(v) for k, v in state["history"]["values"].items()})
+            history.stopped_epoch, history.best_epoch = state["stopped_epoch"], None
+            best_state = state["best_state"]
+            _set_rng_state(state["rng"])
+            _set_generator_states(train_loader, state["loader_generators"])
+            start_epoch = state["epoch"] + 1 if state["stopped_epoch"] is None else num_epochs + 1
 
-    train_model, sampler = model, None
-    if ctx.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        train_loader, sampler = shard_loader(train_loader, ctx)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(range(start_epoch, num_epochs + 1), initial=start_epoch - 1, total=num_epochs, desc=desc,
-               unit="epoch", disable=not (progress_enabled(progress) and ctx.is_main))
+    bar = progress_bar(range(start_epoch, num_epochs + 1), initial=start_epoch - 1, total=num_epochs, desc=desc,
+                       unit="epoch", disable=not (progress_enabled(progress) and ctx.is_main))
     for epoch in bar:
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -618,9 +761,10 @@ def fit(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             elif epoch - best_epoch >= early_stopping:
                 history.stopped_epoch = epoch
-        if checkpoint is not None and ctx.is_main:
-            _save_checkpoint(checkpoint, _checkpoint_state(epoch, model, optimizer, scheduler, scaler, history,
-                                                           best_state, train_loader))
+        if checkpoint is not None and (ctx.is_main or sharded):
+            _write_checkpoint(checkpoint, _checkpoint_state(epoch, model, optimizer, scheduler, scaler, history,
+                                                            best_state, train_loader, tensors=not sharded),
+                              model, optimizer, best_state, sharded)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "val_loss", "val_accuracy")})
         if history.stopped_epoch is not None:
             break
@@ -749,17 +893,21 @@ def _checkpoint_state(
     history: History,
     best_state: dict[str, torch.Tensor] | None,
     train_loader: Any,
+    tensors: bool = True,
 ) -> dict[str, Any]:
+    """The checkpoint's contents; ``tensors=False`` leaves out model, optimizer and best weights
+    (a sharded checkpoint stores those with ``torch.distributed.checkpoint``)."""
     return {
         "format": 1,
         "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": model.state_dict() if tensors else None,
+        "optimizer": optimizer.state_dict() if tensors else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "history": {"framework": history.framework, "values": {k: list(v) for k, v in history.values.items()}},
         "stopped_epoch": history.stopped_epoch,
-        "best_state": best_state,
+        "best_state": best_state if tensors else None,
+        "has_best_state": best_state is not None,
         "rng": _rng_state(),
         "loader_generators": [g.get_state() for g in _loader_generators(train_loader)],
     }
