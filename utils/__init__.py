@@ -7,7 +7,8 @@ counting), ``data`` (offline datasets and loaders), ``training`` / ``training_ke
 (``fit``, ``evaluate``, ``fit_keras``), ``history``, ``metrics`` (accuracy, precision, recall, F1, confusion matrix),
 ``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun), ``models`` (``TinyGPT``, chapter 10),
 ``text`` (pretrained encoder, text classifiers, LoRA; chapter 11 — imports ``transformers`` on first use),
-``cost`` (FLOPs, compute-optimal sizes, training memory, GPU-hours, serving cost; chapters 08, 16, 17),
+``cost`` (FLOPs, compute-optimal sizes, training memory, GPU-hours, serving cost; chapters 08, 16, 17), ``market`` (options,
+demands, constrained ranking, crossover volumes; chapter 17),
 ``retrieval`` (``Retriever``: BM25, embedding and hybrid search; chapter 12), ``serving`` (``serve``: a
 local uvicorn server that always stops, and ``DynamicBatcher``; chapter 15 — import it as ``utils.serving``), ``audit``
 (the headings of the five documents and the audit table; chapter 19).
@@ -26,7 +27,7 @@ from .data import (
 )
 from .device import configure_tensorflow, environment_report, get_device, set_seed
 from .errata import load_errata, show_errata
-from . import cost, distributed, metrics
+from . import cost, distributed, market, metrics
 from .history import History
 from .models import GPTConfig, TinyGPT
 from .text import TextClassifier, load_pretrained_encoder, train_text_classifier
@@ -41,7 +42,7 @@ __all__ = [
     "COLORS", "configure_tensorflow", "cost", "count_parameters", "DATA_DIR", "data_path", "distributed",
     "environment_report", "evaluate", "fit", "fit_keras", "get_device", "GPTConfig", "History",
     "load_breast_cancer_split", "load_diabetes_split", "load_digits_split", "load_errata",
-    "load_pretrained_encoder", "make_panel", "metrics", "NonFiniteLossError", "Panel", "plot_history",
+    "load_pretrained_encoder", "make_panel", "market", "metrics", "NonFiniteLossError", "Panel", "plot_history",
     "predict", "read_data_csv", "Retriever", "set_seed", "show_errata", "Split", "TextClassifier", "TinyGPT", "to_tf_dataset",
     "to_torch_loader", "train_text_classifier", "transformer_param_count", "use_course_style",
 ]
