@@ -19,7 +19,7 @@ export JUPYTER_PREFER_ENV_PATH := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install lab test test-fast nbval strip clean bench site
+.PHONY: help install lab test test-fast nbval strip clean bench site gpu-check
 
 help:
 	@echo "make lab        set up .venv (first time) and open the course in JupyterLab"
@@ -29,6 +29,7 @@ help:
 	@echo "make strip      strip outputs and metadata from chapters/*.ipynb before committing"
 	@echo "make bench      measure chapters and training loops, rewrite BENCHMARKS.md (not part of make test)"
 	@echo "make site       render the executed chapters (build/executed/, kept by make test) into build/site/"
+	@echo "make gpu-check  check the GPU path (fit in fp32/bf16/fp16, TinyGPT, torchrun/NCCL); needs no .venv"
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,3 +64,7 @@ bench: $(STAMP)
 
 site: $(STAMP)
 	$(BIN)/python tools/build_site.py
+
+# Runs with the machine's own Python and PyTorch when there is no .venv (a bare GPU machine); report in build/.
+gpu-check:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) tools/gpu_check.py

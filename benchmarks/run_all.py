@@ -81,6 +81,16 @@ def gpu_markdown(gpu: dict) -> str:
     return "\n".join(lines)
 
 
+def gpu_check_section() -> str:
+    """The table of the last `make gpu-check` on a CUDA machine (build/gpu_check.md), if there is one."""
+    report = ROOT / "build" / "gpu_check.md"
+    if report.is_file() and "CPU (" not in report.read_text(encoding="utf-8").splitlines()[0]:
+        return report.read_text(encoding="utf-8")
+    return ("Not run on a GPU yet: `make gpu-check` on a CUDA machine writes build/gpu_check.md, which the next "
+            "`make bench` copies here. Without CUDA it runs the same checks on the CPU (a test does that in "
+            "`make test`).")
+
+
 def main() -> None:
     started = time.perf_counter()
     print("Training-loop overhead …", flush=True)
@@ -88,9 +98,12 @@ def main() -> None:
     pairs = bench_training.run_pairs()
     chapter_names = {p.name[:2] for p in bench_chapters.CHAPTERS.glob("[0-9][0-9]_*.ipynb")}
     tinygpt = text = None
+    comparison = None
     if "10" in chapter_names:
         print("TinyGPT …", flush=True)
         tinygpt = bench_tinygpt.run()
+        print("TinyGPT: float32 vs amp='auto', and vs Hugging Face GPT-2 …", flush=True)
+        comparison = bench_tinygpt.compare_precision_and_hf()
     if "11" in chapter_names:
         print("Text classifier …", flush=True)
         text = bench_text.run()
@@ -139,7 +152,10 @@ def main() -> None:
         sections += [gpu_markdown(gpu), ""]
     sections += ["## 6. Compression, serving and KV cache (chapter 15)", "",
                  "Not run: chapter 15 does not exist yet." if compression is None else bench_compression.markdown(compression),
-                 ""]
+                 "", "## 7. TinyGPT: float32 vs `amp=\"auto\"`, and TinyGPT vs Hugging Face GPT-2", "",
+                 "Not run: chapter 10 (TinyGPT) does not exist yet." if comparison is None
+                 else bench_tinygpt.compare_markdown(comparison), "",
+                 "## 8. `make gpu-check`", "", gpu_check_section(), ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(sections) + "\n", encoding="utf-8")
     print(f"BENCHMARKS.md written ({elapsed / 60:.1f} min)")
 
