@@ -76,3 +76,27 @@ def test_every_term_points_at_a_chapter_of_the_course(glossary):
     assert all(c in existing for c in chapters & MUST_EXIST)
     # The glossary spans the course, not one corner of it.
     assert len(chapters) >= 18, sorted(COURSE_CHAPTERS - chapters)
+
+
+def test_every_glossary_row_names_a_chapter_that_uses_the_term():
+    # Chapter 19 marks the terms no chapter teaches ("defined here only"); every other row's chapter uses
+    # the term in Chinese or in English.
+    import json
+    import re as _re
+
+    from conftest import CHAPTERS
+    from utils import audit
+
+    import csv
+
+    rows = list(csv.DictReader((ROOT / "data" / "glossary.csv").open(encoding="utf-8")))
+    texts = {}
+    for p in CHAPTERS.glob("[0-9][0-9]_*.ipynb"):
+        cells = json.loads(p.read_text(encoding="utf-8"))["cells"]
+        texts[p.name[:2]] = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells)
+    unused = [(r["zh"], r["en"], r["chapter"]) for r in rows for ch in _re.findall(r"\d\d", r["chapter"])
+              if ch != "19" and not audit.term_used(texts[ch], r["zh"], r["en"])]
+    assert not unused, f"glossary rows whose chapter never uses the term: {unused[:5]}"
+    zh = {r["zh"] for r in rows}
+    for term in ("对抗训练", "同态加密", "模型裁剪", "参数高效微调"):
+        assert term in zh, f"{term} is missing from the glossary"

@@ -21,12 +21,15 @@ from typing import Iterable, Mapping
 __all__ = [
     "Heading",
     "document_headings",
+    "heading_copies",
+    "copy_note",
     "faq_questions",
     "section_names_heading",
     "count_errata_rows",
     "notebook_headings",
     "shown_in_exists",
     "refresh_audit_counts",
+    "term_used",
 ]
 
 # A bold line counts as a heading only when it is numbered ("2.1 …", "9.3 …") or a "Q1:" question.
@@ -37,6 +40,11 @@ BOLD_LEVEL = 7
 # Characters that may stand next to a heading's text inside an errata ``section`` field.
 _EDGE = set(" \t;；/()（）,，:：、\"'")
 _FAQ_MARKERS = ("常见问题与解答", "FAQ")
+# "(first copy)", "(second copy; flowchart)", "(both copies)", "(all three copies)" after a heading in an errata field.
+_COPY_NOTE = re.compile(r"^\s*[(（]([^()（）]*)[)）]")
+_ORDINALS = {"first": 1, "second": 2, "third": 3}
+# A document number written in front of a heading ("004 5.2 源代码详细实现"): the heading is that document's.
+_DOC_PREFIX = re.compile(r"(00[0-4])\s*§?\s*$")
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,75 @@ def faq_questions(headings: Iterable[Heading]) -> list[str]:
     return questions
 
 
+def heading_copies(path: str | PathLike[str]) -> list[tuple[str, str]]:
+    """The audit rows of one document: ``(heading, copies)`` with one row per *distinct text* of a heading.
+
+    A document may print a section twice (document 001 prints most of its sections in two copies). The
+    text of a copy is everything from its heading to the next heading of the same or a higher level
+    (sub-sections included; for a bold label, to the next heading of any level), compared with spaces
+    collapsed. Copies with the same text share a row; copies whose text differs get a row each, so each
+    is read. ``copies`` lists the copy numbers in printed order, ``"1"`` for a heading printed once and
+    e.g. ``"1;2;3"`` for three identical copies.
+
+    Example:
+        >>> rows = heading_copies("../shared/seeds/001_722433152d6653c6.txt")  # doctest: +SKIP
+        >>> [r for r in rows if r[0] == "5.4 运行结果展示"]  # doctest: +SKIP
+        [('5.4 运行结果展示', '1'), ('5.4 运行结果展示', '2')]
+    """
+    p = _check_path(path, "path")
+    lines = p.read_text(encoding="utf-8").splitlines()
+    headings = document_headings(p)
+    bodies: dict[str, list[str]] = {}
+    order: list[str] = []
+    for i, h in enumerate(headings):
+        end = len(lines)
+        for later in headings[i + 1:]:
+            if later.level <= h.level or h.level == BOLD_LEVEL:
+                end = later.line - 1
+                break
+        body = re.sub(r"\s+", " ", "\n".join(lines[h.line:end])).strip()
+        if h.text not in bodies:
+            order.append(h.text)
+            bodies[h.text] = []
+        bodies[h.text].append(body)
+    rows: list[tuple[str, str]] = []
+    for text in order:
+        groups: dict[str, list[int]] = {}
+        for number, body in enumerate(bodies[text], start=1):
+            groups.setdefault(body, []).append(number)
+        for numbers in groups.values():
+            rows.append((text, ";".join(str(n) for n in numbers)))
+    return rows
+
+
+def copy_note(section: str, heading: str) -> set[int] | None:
+    """Which copies of ``heading`` an errata ``section`` field means, or None for every copy.
+
+    The field says so in brackets right after the heading: ``(first copy)``, ``(second copy; flowchart)``;
+    ``(both copies)``, ``(all three copies)`` or no note mean every copy.
+
+    Example:
+        >>> copy_note("5.2 源代码详细实现 (first copy); 5.4 运行结果展示", "5.2 源代码详细实现")
+        {1}
+        >>> copy_note("5.2 源代码详细实现 (first copy); 5.4 运行结果展示", "5.4 运行结果展示") is None
+        True
+    """
+    if not isinstance(section, str) or not isinstance(heading, str):
+        raise TypeError("section and heading must both be str")
+    if not heading.strip():
+        raise ValueError("heading is empty; pass a heading's text as printed")
+    copies: set[int] = set()
+    start = section.find(heading)
+    while start != -1:
+        note = _COPY_NOTE.match(section[start + len(heading):])
+        words = re.findall(r"[a-z]+", note.group(1).lower()) if note else []
+        if "copy" not in words and "copies" not in words or {"both", "all"} & set(words):
+            return None
+        copies |= {_ORDINALS[w] for w in words if w in _ORDINALS}
+        start = section.find(heading, start + 1)
+    return copies or None
+
+
 def section_names_heading(section: str, heading: str) -> bool:
     """True if an errata ``section`` field names ``heading`` as a whole (not inside a longer title).
 
@@ -141,23 +218,49 @@ def section_names_heading(section: str, heading: str) -> bool:
     return False
 
 
-def count_errata_rows(rows: Iterable[Mapping[str, str]], document: str, heading: str) -> int:
-    """How many errata rows of ``document`` (``"000"``–``"004"``) name ``heading`` in their section.
+def count_errata_rows(rows: Iterable[Mapping[str, str]], document: str, heading: str, copies: str = "") -> int:
+    """How many errata rows name ``heading`` of ``document`` (``"000"``–``"004"``) in their section.
+
+    A row counts for its own document, and for another document whose number stands right before the
+    heading in its field (``"…; 004 5.2 源代码详细实现"``). With ``copies`` (an audit row's ``"2"`` or
+    ``"1;2"``) a row that names other copies only (``"(first copy)"``) does not count.
 
     Example:
         >>> rows = [{"document": "000", "section": "4.2.1 均方误差（MSE）; 4.5.1 均方误差（MSE）示例"}]
         >>> count_errata_rows(rows, "000", "4.5.1 均方误差（MSE）示例")
         1
+        >>> rows = [{"document": "001", "section": "5.4 运行结果展示 (second copy)"}]
+        >>> count_errata_rows(rows, "001", "5.4 运行结果展示", copies="1"), count_errata_rows(rows, "001", "5.4 运行结果展示", copies="2")
+        (0, 1)
     """
     if not (isinstance(document, str) and len(document) == 3 and document.isdigit()):
         raise ValueError(f"document must be a three-digit string such as '000', got {document!r}")
+    if not isinstance(copies, str) or (copies and not re.fullmatch(r"\d(;\d)*", copies)):
+        raise ValueError(f"copies must be '' or copy numbers such as '2' or '1;2', got {copies!r}")
+    wanted = {int(c) for c in copies.split(";")} if copies else None
     count = 0
     for row in rows:
         if "document" not in row or "section" not in row:
             raise ValueError("each errata row needs 'document' and 'section' fields (read data/errata.csv)")
-        if row["document"] == document and section_names_heading(row["section"], heading):
+        if not _names_for(row["section"], heading, row["document"], document):
+            continue
+        meant = copy_note(row["section"], heading)
+        if wanted is None or meant is None or meant & wanted:
             count += 1
     return count
+
+
+def _names_for(section: str, heading: str, row_document: str, document: str) -> bool:
+    # Does the field name the heading as a heading of ``document``?
+    start = section.find(heading)
+    while start != -1:
+        end = start + len(heading)
+        if (start == 0 or section[start - 1] in _EDGE) and (end == len(section) or section[end] in _EDGE):
+            prefix = _DOC_PREFIX.search(section[:start])
+            if (prefix.group(1) if prefix else row_document) == document:
+                return True
+        start = section.find(heading, start + 1)
+    return False
 
 
 def notebook_headings(path: str | PathLike[str]) -> list[str]:
@@ -245,7 +348,7 @@ def refresh_audit_counts(audit_csv: str | PathLike[str], errata_csv: str | PathL
         raise ValueError(f"{audit_path} has no 'errata_rows' column (columns: {fields})")
     changed = 0
     for row in rows:
-        count = str(count_errata_rows(errata, row["document"], row["section"]))
+        count = str(count_errata_rows(errata, row["document"], row["section"], row.get("copies", "")))
         if row["errata_rows"] != count:
             row["errata_rows"] = count
             changed += 1
@@ -265,6 +368,48 @@ def refresh_audit_counts(audit_csv: str | PathLike[str], errata_csv: str | PathL
             os.remove(tmp)
         raise
     return changed
+
+
+_GENERIC_TAIL = re.compile(r"\s+(layer|layers|function|loss function|system|systems|set|sets|rate|learning|computing|algorithm)$")
+
+
+def _term_variants(en: str) -> set[str]:
+    en = en.casefold()
+    base = re.sub(r"\s*\([^)]*\)", "", en).strip()
+    forms = {en, base} | {b.strip() for b in re.findall(r"\(([^)]*)\)", en)}
+    forms |= {x.strip() for x in re.split(r"[/;,]", base) if x.strip()}
+    out: set[str] = set()
+    for v in forms:
+        for w in (v, v.replace("-", " "), v.replace(" ", "-"), v.replace("isation", "ization"),
+                  v.replace("ization", "isation"), v.replace("data set", "dataset"), v.replace("–", "-")):
+            out |= {w, w + "s", w + "es"}
+            tail = _GENERIC_TAIL.sub("", w)
+            if tail != w and len(tail) >= 5:
+                out.add(tail)
+    return {v for v in out if len(v) >= 3}
+
+
+def term_used(text: str, zh: str, en: str) -> bool:
+    """True if ``text`` (a chapter's cells) uses a glossary term: its Chinese as printed, or its English.
+
+    The English may appear in a common variant: without the bracketed abbreviation or with it alone,
+    ``-``/space, ``-isation``/``-ization``, a plural, or without a generic last word (``layer``,
+    ``function``, ``system``). English matches whole words only, ignoring case.
+
+    Example:
+        >>> term_used("the convolutional block", "卷积层", "convolutional layer")
+        True
+        >>> term_used("a pooling step", "梯度消失", "vanishing gradient")
+        False
+    """
+    if not all(isinstance(x, str) for x in (text, zh, en)):
+        raise TypeError("text, zh and en must all be str")
+    if not (zh.strip() or en.strip()):
+        raise ValueError("pass the term's Chinese or English text")
+    low = text.casefold()
+    if zh.strip() and zh.casefold() in low:
+        return True
+    return any(re.search(r"(?<![a-z])" + re.escape(v) + r"(?![a-z])", low) for v in _term_variants(en))
 
 
 if __name__ == "__main__":  # python -m utils.audit

@@ -38,8 +38,9 @@ def load_errata(chapter: str | None = None) -> Any:
 def show_errata(chapter: str) -> Any:
     """Display this chapter's errata rows as a table (a pandas ``Styler`` without the index).
 
-    ``chapter`` is required: the two-digit chapter number as a string. For the whole table use
-    :func:`load_errata` with no argument.
+    ``chapter`` is required: the two-digit chapter number of an existing chapter, as a string. For the
+    whole table use :func:`load_errata` with no argument. A chapter with no rows (every sentence it
+    treats is right or only vague) gets a one-line Markdown note instead of an empty table.
 
     Example:
         >>> show_errata("02")  # doctest: +SKIP
@@ -48,7 +49,15 @@ def show_errata(chapter: str) -> Any:
         raise ValueError("show_errata needs the chapter, e.g. show_errata('02'); for every row use load_errata().")
     if not (isinstance(chapter, str) and len(chapter) == 2 and chapter.isdigit()):
         raise ValueError(f"chapter must be a two-digit string such as '02', got {chapter!r}")
+    from .data import data_path as _data_path
+
+    notebooks = sorted(_data_path("errata.csv").parent.parent.joinpath("chapters").glob(f"{chapter}_*.ipynb"))
+    if not notebooks:
+        raise ValueError(f"There is no chapter {chapter} (no chapters/{chapter}_*.ipynb); pass an existing chapter number")
     frame = load_errata(chapter)
     if frame.empty:
-        raise ValueError(f"No errata rows for chapter {chapter}: add them to data/errata.csv")
+        from IPython.display import Markdown
+
+        return Markdown(f"No row of the errata table belongs to chapter {chapter}: read fairly, the sentences of the "
+                        "documents' sections treated here are right or only vague, and vague is not wrong.")
     return frame[["id", "document", "section", "says", "correct", "shown_in"]].style.hide(axis="index")
