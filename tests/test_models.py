@@ -324,3 +324,72 @@ def test_generate_refuses_strings_and_floats_where_flags_and_counts_belong(kwarg
         model.generate(torch.zeros(1, 1, dtype=torch.long), **args)
     with pytest.raises(TypeError):
         model.num_parameters(non_embedding="False")
+
+
+# --------------------------------------------------------------------------- grouped-query attention (chapter 15)
+
+
+def test_n_kv_head_defaults_to_n_head_and_gives_identical_numbers():
+    default, explicit = make_model(seed=7).eval(), make_model(seed=7, n_kv_head=4).eval()
+    assert default.config.n_kv_head == 4
+    assert default.state_dict().keys() == explicit.state_dict().keys()
+    for name, tensor in default.state_dict().items():
+        assert torch.equal(tensor, explicit.state_dict()[name]), name
+    idx = tokens(2, T)
+    assert torch.equal(default(idx)[0], explicit(idx)[0])
+    assert torch.equal(default.generate(idx[:, :3], 8, top_k=1), explicit.generate(idx[:, :3], 8, top_k=1))
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2], ids=["multi-query", "grouped-query"])
+@pytest.mark.parametrize("use_sdpa", [True, False], ids=["sdpa", "manual"])
+def test_grouped_query_cache_is_smaller_and_cached_logits_still_equal_the_full_pass(n_kv_head, use_sdpa):
+    model = make_model(seed=8, n_kv_head=n_kv_head, n_layer=3).eval()
+    set_sdpa(model, use_sdpa)
+    idx = tokens(2, T)
+    full, _ = model(idx)
+    logits, cache = model.forward_with_cache(idx[:, :6])
+    pieces = [logits]
+    for t in range(6, T):
+        logits, cache = model.forward_with_cache(idx[:, t:t + 1], cache)
+        pieces.append(logits)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache[0][0].shape == (2, n_kv_head, T, 8)  # head_size 32 / 4 = 8
+    measured = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in cache)
+    assert measured == model.kv_cache_bytes(T, batch_size=2) == 2 * 3 * n_kv_head * 8 * T * 2 * 4
+    assert model.kv_cache_bytes(T) * 4 // n_kv_head == make_model(n_layer=3).kv_cache_bytes(T)
+
+
+def test_grouped_query_with_one_group_per_head_equals_multi_head_when_keys_are_shared():
+    # Multi-query attention is multi-head attention whose heads all use the same keys and values:
+    # copying the one K/V head into every head of a multi-head model gives the same logits.
+    mqa = make_model(seed=9, n_kv_head=1).eval()
+    mha = make_model(seed=9).eval()
+    state = mha.state_dict()
+    for name, tensor in mqa.state_dict().items():
+        if "c_attn" in name:
+            q, k, v = tensor.split([32, 8, 8], dim=0)
+            state[name] = torch.cat([q, k.repeat(4, *[1] * (k.dim() - 1)), v.repeat(4, *[1] * (v.dim() - 1))])
+        else:
+            state[name] = tensor
+    mha.load_state_dict(state)
+    idx = tokens(2, T)
+    torch.testing.assert_close(mha(idx)[0], mqa(idx)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_kv_head,error,match", [
+    (3, ValueError, "n_kv_head"),
+    (0, ValueError, "n_kv_head"),
+    (8, ValueError, "n_kv_head"),
+    (2.0, TypeError, "n_kv_head"),
+    ("2", TypeError, "n_kv_head"),
+    (True, TypeError, "n_kv_head"),
+])
+def test_config_validates_n_kv_head(n_kv_head, error, match):
+    with pytest.raises(error, match=match):
+        GPTConfig(vocab_size=V, n_head=4, d_model=32, n_kv_head=n_kv_head)
+
+
+def test_n_kv_head_accepts_numpy_integers():
+    import numpy as np
+    config = GPTConfig(vocab_size=V, n_head=4, d_model=32, n_kv_head=np.int64(2))
+    assert config.n_kv_head == 2 and type(config.n_kv_head) is int

@@ -189,3 +189,182 @@ def test_dynamic_batching_behind_a_server_groups_concurrent_requests():
         assert max(batcher.batch_sizes) > 1 and len(batcher.batch_sizes) < 32
     leftover = {t.name for t in threading.enumerate() if t.is_alive()} - threads_before
     assert not {name for name in leftover if name.startswith(("uvicorn", "dynamic-batcher"))}
+
+
+# --- open- and closed-loop load tests, IPv6, bounded shutdown, close() and fn contracts ---------------------------
+
+import warnings  # noqa: E402
+
+from utils.serving import load_test  # noqa: E402
+
+SERVICE_S = 0.05  # the slow server below answers one request at a time, each taking this long (20 requests/s)
+
+
+def make_slow_app():
+    app = FastAPI()
+    one_at_a_time = threading.Lock()
+
+    @app.post("/slow")
+    def slow(query: Query):
+        with one_at_a_time:
+            time.sleep(SERVICE_S)
+        return {"length": len(query.text)}
+
+    @app.get("/fail")
+    def fail():
+        from fastapi import HTTPException
+        raise HTTPException(status_code=503, detail="down")
+
+    return app
+
+
+def test_open_loop_shows_the_queue_that_a_closed_loop_hides():
+    """At twice the server's capacity the open loop's latencies grow with the queue; one closed-loop client
+    just waits for each answer and sees the bare service time (coordinated omission)."""
+    with serve(make_slow_app()) as url:
+        opened = load_test(url + "/slow", {"text": "hi"}, rate_per_s=2 / SERVICE_S, duration_s=2.0,
+                           arrivals="fixed", timeout_s=20)
+        closed = load_test(url + "/slow", {"text": "hi"}, open_loop=False, concurrency=1, duration_s=1.0)
+    assert opened.errors == 0 and opened.sent == opened.completed == 80
+    assert closed.errors == 0 and closed.completed >= 3
+    # 80 requests need >= 4 s of service in a 2 s window: the last ones wait about 2 s in the queue
+    assert opened.p95_s > 20 * SERVICE_S
+    assert opened.latencies_s[-5:].mean() > opened.latencies_s[:5].mean() + 10 * SERVICE_S
+    assert closed.p95_s < 10 * SERVICE_S < opened.p95_s
+    assert closed.throughput_rps <= 1.2 / SERVICE_S and opened.throughput_rps <= 1.2 / SERVICE_S
+
+
+def test_open_loop_on_a_fast_server_sends_on_schedule_and_counts_everything():
+    with serve(make_app()) as url:
+        result = load_test(url + "/echo", {"text": "hello"}, rate_per_s=40, duration_s=1.0, seed=3)
+        again = load_test(url + "/echo", {"text": "hello"}, rate_per_s=40, duration_s=1.0, seed=3)
+    assert result.sent == again.sent > 10  # the Poisson schedule depends on the seed only
+    assert result.completed == result.sent and result.errors == 0
+    assert len(result.latencies_s) == result.completed and (result.latencies_s > 0).all()
+    assert result.p50_s <= result.p95_s and result.throughput_rps > 0
+
+
+def test_errors_are_counted_not_timed():
+    with serve(make_slow_app()) as url:
+        result = load_test(url + "/fail", rate_per_s=20, duration_s=0.5, arrivals="fixed")
+    assert result.errors == result.sent == 10 and result.completed == 0
+    assert math.isnan(result.p95_s) and "503" in result.error_messages[0]
+
+
+def test_requests_that_time_out_are_errors():
+    with serve(make_slow_app()) as url:
+        result = load_test(url + "/slow", {"text": "x"}, rate_per_s=100, duration_s=0.3, arrivals="fixed",
+                           timeout_s=0.12)
+    assert result.sent == 30 and result.errors >= 20  # 30 queued * 50 ms: most cannot finish within 0.12 s
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"rate_per_s": 0, "duration_s": 1}, "rate_per_s"),
+    ({"rate_per_s": -5, "duration_s": 1}, "rate_per_s"),
+    ({"rate_per_s": math.nan, "duration_s": 1}, "rate_per_s"),
+    ({"rate_per_s": 10, "duration_s": 0}, "duration_s"),
+    ({"rate_per_s": 10, "duration_s": math.nan}, "duration_s"),
+    ({"rate_per_s": 10, "duration_s": 1, "timeout_s": 0}, "timeout_s"),
+    ({"duration_s": 1}, "rate_per_s"),                                            # open loop without a rate
+    ({"rate_per_s": 10, "duration_s": 1, "concurrency": 4}, "concurrency"),       # would be ignored
+    ({"open_loop": False, "duration_s": 1}, "concurrency"),                       # closed loop without clients
+    ({"open_loop": False, "concurrency": 4, "rate_per_s": 10, "duration_s": 1}, "rate_per_s"),  # would be ignored
+    ({"open_loop": False, "concurrency": 0, "duration_s": 1}, "concurrency"),
+    ({"open_loop": "False", "concurrency": 2, "duration_s": 1}, "open_loop"),
+    ({"rate_per_s": 10, "duration_s": 1, "arrivals": "uniform"}, "arrivals"),
+])
+def test_load_test_rejects_bad_or_ignored_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        load_test("http://127.0.0.1:9/x", **kwargs)
+
+
+def test_load_test_rejects_a_url_that_is_not_http():
+    with pytest.raises(ValueError, match="url"):
+        load_test("127.0.0.1:8000", rate_per_s=1, duration_s=1)
+
+
+def test_load_test_accepts_numpy_scalars():
+    with serve(make_app()) as url:
+        import numpy as np
+        result = load_test(url + "/echo", {"text": "a"}, rate_per_s=np.float64(20), duration_s=np.float32(0.5),
+                           arrivals="fixed")
+    assert result.sent == 10 and result.errors == 0
+
+
+def ipv6_loopback_available():
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="this machine has no IPv6 loopback")
+def test_serve_on_the_ipv6_loopback():
+    with serve(make_app(), host="::1") as url:
+        assert url.startswith("http://[::1]:")
+        assert httpx.post(url + "/echo", json={"text": "hello"}).json() == {"length": 5}
+        port = int(url.rsplit(":", 1)[1])
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.settimeout(0.5)
+        assert sock.connect_ex(("::1", port)) != 0
+
+
+def test_shutdown_is_bounded_and_warns_about_a_handler_that_outlives_it():
+    app = FastAPI()
+    release = threading.Event()
+
+    @app.get("/stuck")
+    def stuck():
+        release.wait(30)
+        return {"ok": True}
+
+    client = threading.Thread(target=lambda: httpx.get(url + "/stuck", timeout=60), daemon=True)
+    try:
+        with pytest.warns(RuntimeWarning, match="still running"):
+            with serve(app, shutdown_timeout_s=0.5) as url:
+                client.start()
+                time.sleep(0.5)  # the request is inside the handler now
+                start = time.perf_counter()
+        assert time.perf_counter() - start < 10  # bounded, although the handler would block 30 s
+    finally:
+        release.set()
+        client.join(10)
+
+
+def test_serve_rejects_a_bad_shutdown_timeout():
+    with pytest.raises(ValueError, match="shutdown_timeout_s"):
+        with serve(make_app(), shutdown_timeout_s=math.nan):
+            pass
+
+
+def test_dynamic_batcher_close_runs_the_items_submitted_before_it():
+    batcher = DynamicBatcher(slow_double, max_batch=2, max_wait_ms=0)
+    futures = [batcher.submit(x) for x in range(6)]
+    batcher.close()
+    assert [f.result(timeout=5) for f in futures] == [0, 2, 4, 6, 8, 10]  # as close's docstring says
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(7)
+
+
+def test_dynamic_batcher_close_is_bounded_and_warns_when_fn_is_still_running():
+    release = threading.Event()
+    batcher = DynamicBatcher(lambda xs: (release.wait(10), xs)[1], max_wait_ms=0)
+    future = batcher.submit("x")
+    time.sleep(0.1)
+    start = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match="still running"):
+        batcher.close(timeout=0.2)
+    assert time.perf_counter() - start < 5
+    release.set()
+    assert future.result(timeout=5) == "x"  # the item submitted before close still gets its result
+
+
+def test_dynamic_batcher_says_what_fn_must_return_when_it_returns_none():
+    def forgot_return(items):
+        [2 * x for x in items]
+
+    with DynamicBatcher(forgot_return, max_wait_ms=0) as batcher:
+        with pytest.raises(TypeError, match="must return a list .* one result per item"):
+            batcher(1)

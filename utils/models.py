@@ -30,7 +30,7 @@ from ._checks import check_bool, check_int, check_real
 
 __all__ = ["GPTConfig", "KVCache", "TinyGPT"]
 
-# One (keys, values) pair per layer, each of shape (batch, n_head, context, head_size).
+# One (keys, values) pair per layer, each of shape (batch, n_kv_head, context, head_size).
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -46,6 +46,11 @@ class GPTConfig:
         block_size: longest context the model accepts (number of position embeddings).
         dropout: dropout probability after attention weights, attention output and MLP, in ``[0, 1)``.
         bias: whether Linear layers and LayerNorms have biases (GPT-2: yes).
+        n_kv_head: key/value heads per block (``None``: ``n_head``, ordinary multi-head attention). Fewer
+            than ``n_head`` is grouped-query attention (Ainslie et al., 2023): each key/value head serves
+            ``n_head // n_kv_head`` query heads, so the KV cache shrinks by that factor; ``1`` is multi-query
+            attention (Shazeer, 2019). Must divide ``n_head``. With ``n_kv_head == n_head`` the model is
+            exactly the multi-head one (same parameters, same numbers).
 
     Example:
         >>> GPTConfig(vocab_size=65, n_layer=2, n_head=4, d_model=64, block_size=32).head_size
@@ -59,6 +64,7 @@ class GPTConfig:
     block_size: int = 128
     dropout: float = 0.0
     bias: bool = True
+    n_kv_head: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_head", "d_model", "block_size"):
@@ -73,6 +79,11 @@ class GPTConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
         self.bias = check_bool("GPTConfig.bias", self.bias)
+        self.n_kv_head = self.n_head if self.n_kv_head is None else check_int("GPTConfig.n_kv_head", self.n_kv_head)
+        if self.n_head % self.n_kv_head != 0:
+            raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({self.n_kv_head}): each "
+                             "key/value head serves n_head // n_kv_head query heads. "
+                             f"Try n_kv_head in {_divisors(self.n_head)}.")
 
     @property
     def head_size(self) -> int:
@@ -88,9 +99,10 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
+        self.kv_dim = config.n_kv_head * config.head_size  # = d_model for multi-head attention
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)  # fused Q, K, V
+        self.c_attn = nn.Linear(config.d_model, config.d_model + 2 * self.kv_dim, bias=config.bias)  # fused Q, K, V
         self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -108,10 +120,11 @@ class CausalSelfAttention(nn.Module):
         Returns the output and the cache extended by this call's keys and values.
         """
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self._qkv(x)
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+        cache = (k, v)  # n_kv_head heads: what grouped-query attention saves
+        k, v = self._expand(k), self._expand(v)
         P = k.size(2) - T  # positions already cached
         if T == 1:  # one new query sees every cached key: no mask needed
             mask = None
@@ -128,13 +141,24 @@ class CausalSelfAttention(nn.Module):
                 att = att.masked_fill(~mask, float("-inf"))
             y = F.softmax(att, dim=-1) @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.c_proj(y), (k, v)
+        return self.c_proj(y), cache
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # (B, T, C) -> q (B, n_head, T, head_size), k and v (B, n_kv_head, T, head_size)
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split([C, self.kv_dim, self.kv_dim], dim=2)
+        size = C // self.n_head
+        return (q.view(B, T, self.n_head, size).transpose(1, 2), k.view(B, T, self.n_kv_head, size).transpose(1, 2),
+                v.view(B, T, self.n_kv_head, size).transpose(1, 2))
+
+    def _expand(self, t: torch.Tensor) -> torch.Tensor:
+        # Grouped-query attention: key/value head j serves query heads j·g … j·g + g - 1.
+        return t if self.n_kv_head == self.n_head else t.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_size)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self._qkv(x)
+        k, v = self._expand(k), self._expand(v)
         if self.use_sdpa:
             y = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
@@ -310,7 +334,7 @@ class TinyGPT(nn.Module):
 
         Returns ``(logits, cache)``: logits of shape ``(B, T, vocab_size)`` — the same numbers
         ``forward`` gives for these positions of the whole sequence — and the cache extended by
-        ``T`` positions (one ``(keys, values)`` pair per layer, each ``(B, n_head, context, head_size)``).
+        ``T`` positions (one ``(keys, values)`` pair per layer, each ``(B, n_kv_head, context, head_size)``).
         The new tokens take positions ``context … context + T - 1``, so the total may not exceed
         ``block_size``. Inference only (no gradients, no dropout: call it in eval mode).
 
@@ -342,10 +366,11 @@ class TinyGPT(nn.Module):
         return self.lm_head(self.transformer.ln_f(x)), present
 
     def kv_cache_bytes(self, context: int, batch_size: int = 1, dtype: torch.dtype | None = None) -> int:
-        """Memory of the key/value cache for ``context`` positions: ``2 · n_layer · d_model · context · B · bytes``.
+        """Memory of the key/value cache: ``2 · n_layer · n_kv_head · head_size · context · B · bytes``.
 
-        Two tensors (keys and values) per layer, each ``d_model`` numbers per position
-        (``n_head · head_size``). ``dtype`` defaults to the model's parameter dtype.
+        Two tensors (keys and values) per layer, each ``n_kv_head · head_size`` numbers per position
+        (``= d_model`` for multi-head attention; ``n_head // n_kv_head`` times fewer with grouped-query
+        attention). ``dtype`` defaults to the model's parameter dtype.
 
         Example:
             >>> TinyGPT(GPTConfig(vocab_size=65, n_layer=4, d_model=128, block_size=512)).kv_cache_bytes(512)
@@ -360,7 +385,8 @@ class TinyGPT(nn.Module):
             raise ValueError(f"context {context} exceeds block_size={self.config.block_size}: the cache never holds "
                              "more than block_size positions (generate re-prefills the last block_size tokens)")
         element = torch.empty((), dtype=dtype).element_size()
-        return 2 * self.config.n_layer * self.config.d_model * context * batch_size * element
+        per_position = self.config.n_kv_head * self.config.head_size
+        return 2 * self.config.n_layer * per_position * context * batch_size * element
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
