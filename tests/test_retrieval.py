@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import utils  # noqa: E402
-from utils.retrieval import RRF_K, Retriever, tokenize  # noqa: E402
+from utils.retrieval import HYBRID_WEIGHT, METHODS, RRF_K, RRF_WEIGHT, Retriever, fuse, tokenize  # noqa: E402
 
 DOCS = ["refund refund policy", "shipping times", "refund"]
 
@@ -101,10 +101,10 @@ def test_document_embeddings_are_computed_once_and_each_search_embeds_only_the_q
     assert encoder.calls == 5  # the given embedding is reused
 
 
-def test_hybrid_is_reciprocal_rank_fusion_of_bm25_and_embedding_ranks():
+def test_rrf_with_equal_weights_is_reciprocal_rank_fusion_of_bm25_and_embedding_ranks():
     encoder = CountingEncoder()
     docs = ["refund policy", "shipping times", "refund status", "account login"]
-    retriever = Retriever(docs, method="hybrid", encoder=encoder)
+    retriever = Retriever(docs, method="rrf", encoder=encoder, weight=0.5)
     query = "refund"
     bm25 = retriever.bm25_scores(query)
     cosine = retriever.embedding_scores(query)
@@ -114,8 +114,67 @@ def test_hybrid_is_reciprocal_rank_fusion_of_bm25_and_embedding_ranks():
         expected[i] += 1 / (RRF_K + rank)
     for rank, i in enumerate(np.argsort(-cosine, kind="stable"), start=1):
         expected[i] += 1 / (RRF_K + rank)
-    np.testing.assert_allclose(retriever.scores(query), expected, rtol=1e-12)
+    np.testing.assert_allclose(retriever.scores(query), expected / 2, rtol=1e-12)  # weights 0.5 + 0.5
     assert [i for i, _ in retriever.search(query, k=4)] == list(np.argsort(-expected, kind="stable"))
+
+
+def test_hybrid_is_the_weighted_sum_of_min_max_normalised_scores():
+    docs = ["refund policy", "shipping times", "refund status", "account login"]
+    retriever = Retriever(docs, encoder=CountingEncoder())
+    assert retriever.method == "hybrid" and retriever.weight == HYBRID_WEIGHT
+    bm25, cosine = retriever.bm25_scores("refund"), retriever.embedding_scores("refund")
+
+    def minmax(x):
+        return (x - x.min()) / (x.max() - x.min())
+
+    expected = HYBRID_WEIGHT * minmax(cosine) + (1 - HYBRID_WEIGHT) * minmax(bm25)
+    np.testing.assert_allclose(retriever.scores("refund"), expected, rtol=1e-12)
+    only_embedding = Retriever(docs, encoder=CountingEncoder(), weight=1.0)
+    assert [i for i, _ in only_embedding.search("refund", k=4)] == list(np.argsort(-cosine, kind="stable"))
+
+
+def test_fuse_by_hand_and_its_defaults():
+    np.testing.assert_allclose(fuse([2.0, 0.0, 1.0], [0.1, 0.9, 0.5], weight=0.25), [0.75, 0.25, 0.5])
+    rrf = fuse([2.0, 0.0, 1.0], [0.1, 0.9, 0.5], method="rrf", rrf_k=0, weight=0.5)
+    np.testing.assert_allclose(rrf, [0.5 / 1 + 0.5 / 3, 0.5 / 1, 0.5 / 2 + 0.5 / 2])
+    assert fuse([0.0, 0.0], [0.3, 0.3]).tolist() == [0.0, 0.0]  # all equal: nothing to prefer
+    assert Retriever(DOCS, method="rrf", encoder=CountingEncoder()).weight == RRF_WEIGHT
+    assert set(METHODS) == {"bm25", "embedding", "hybrid", "rrf"}
+
+
+@pytest.mark.parametrize("kwargs, message", [({"weight": 1.5}, "weight"), ({"weight": "0.5"}, "weight"),
+                                             ({"weight": True}, "weight"), ({"method": "sum"}, "method"),
+                                             ({"rrf_k": -1}, "rrf_k")])
+def test_fuse_refuses_bad_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fuse([1.0, 0.0], [0.5, 0.2], **kwargs)
+
+
+@pytest.mark.parametrize("bm25, cosine", [([1.0, 0.0], [0.5]), ([], []), ([1.0, np.nan], [0.5, 0.2]), ("ab", [1, 2])])
+def test_fuse_refuses_bad_scores(bm25, cosine):
+    with pytest.raises(ValueError):
+        fuse(bm25, cosine)
+
+
+def test_tokenize_keeps_accented_letters_and_splits_chinese_into_characters_and_bigrams():
+    assert tokenize("Café, déjà-vu, Straße") == ["café", "déjà", "vu", "straße"]
+    assert tokenize("退货运费") == ["退", "货", "运", "费", "退货", "货运", "运费"]
+    assert tokenize("iPhone的退货。") == ["iphone", "的", "退", "货", "的退", "退货"]
+    assert tokenize("ＡＢＣ１２") == ["abc12"]  # full-width letters and digits (NFKC)
+
+
+def test_bm25_finds_a_chinese_faq_entry():
+    faq = ["如何退货并获得退款？", "运费是多少？", "怎样修改收货地址？"]
+    retriever = Retriever(faq, method="bm25")
+    assert retriever.search("我想退货", k=1)[0][0] == 0
+    assert retriever.search("改地址", k=1)[0][0] == 2
+    assert retriever.bm25_scores("运费多少")[1] > 0
+
+
+def test_bm25_matches_accented_words_and_not_their_fragments():
+    docs = ["Où est mon colis ?", "Remboursement d'un article"]
+    assert Retriever(docs, method="bm25").search("où est-il", k=1)[0][0] == 0
+    assert Retriever(["résumé writing", "sum of money"], method="bm25").bm25_scores("sum").tolist()[0] == 0.0
 
 
 def test_minilm_search_matches_brute_force_cosine_of_embed_texts():
@@ -139,10 +198,15 @@ def test_utils_exports_retriever():
     assert utils.Retriever is Retriever and "Retriever" in utils.__all__
 
 
-@pytest.mark.parametrize("documents, message", [([], "empty"), (["ok", "  "], "blank"), (["???"], "letter")])
+@pytest.mark.parametrize("documents, message", [([], "empty"), (["ok", "  "], "blank"), (["???"], "no.*word"),
+                                                ([":-)", "🙂 !!"], "letter or digit in any script")])
 def test_bad_documents_raise_value_error(documents, message):
     with pytest.raises(ValueError, match=message):
         Retriever(documents, method="bm25")
+
+
+def test_chinese_documents_are_not_called_wordless():
+    Retriever(["如何退货？", "运费"], method="bm25")  # the old ASCII tokeniser refused these
 
 
 @pytest.mark.parametrize("documents", [["fine", 3], "a single string", None])
@@ -162,6 +226,27 @@ def test_unknown_method_raises_value_error_naming_the_choices():
 def test_empty_query_raises_value_error(query):
     with pytest.raises(ValueError, match="empty"):
         Retriever(DOCS, method="bm25").search(query)
+
+
+@pytest.mark.parametrize("query", ["???", "!!! ...", "🙂", "？！"])
+@pytest.mark.parametrize("method", ["bm25", "hybrid"])
+def test_query_without_any_word_is_refused_like_an_empty_one(query, method):
+    with pytest.raises(ValueError, match="no word"):
+        Retriever(DOCS, method=method, encoder=CountingEncoder()).search(query)
+
+
+def test_query_embedding_given_to_a_bm25_retriever_is_refused():
+    retriever = Retriever(DOCS, method="bm25")
+    with pytest.raises(ValueError, match="bm25"):
+        retriever.search("refund", query_embedding=np.ones(8))
+
+
+@pytest.mark.parametrize("vector", [np.ones(7), np.ones((2, 8)), np.ones(384), "refund", [np.nan] * 8])
+def test_query_embedding_of_the_wrong_size_or_kind_is_refused(vector):
+    retriever = Retriever(DOCS, method="embedding", encoder=CountingEncoder(dim=8))
+    with pytest.raises(ValueError, match="query_embedding|NaN"):
+        retriever.search("refund", query_embedding=vector)
+    retriever.search("refund", query_embedding=np.ones((1, 8)))  # a (1, d) row is fine
 
 
 def test_non_string_query_raises_value_error():
