@@ -22,7 +22,7 @@ def test_there_are_chapters():
 # The chapter map of the course blueprint (COURSE.md §3): number -> file name.
 CHAPTER_MAP = {
     "00": "welcome_and_setup", "01": "what_is_a_large_model", "02": "neural_networks_and_activations",
-    "03": "losses_and_backpropagation", "04": "optimizers", "05": "first_models_mlp", "06": "cnns_for_vision",
+    "03": "losses_and_backpropagation", "04": "optimizers", "05": "first_models_mlp", "06": "cnns_for_vision_and_speech",
     "07": "training_techniques", "08": "distributed_and_efficient_training", "09": "attention_and_transformers",
     "10": "pretraining_a_tiny_gpt", "11": "finetuning_and_transfer_learning", "12": "application_customer_service",
     "13": "application_finance", "14": "application_recommendation", "15": "efficiency_compression_deployment",

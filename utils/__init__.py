@@ -12,7 +12,8 @@ demands, constrained ranking, crossover volumes; chapter 17),
 ``retrieval`` (``Retriever``: BM25, embedding and hybrid search; chapter 12), ``serving`` (``serve``: a
 local uvicorn server that always stops, ``DynamicBatcher`` and the open/closed-loop ``load_test``;
 chapter 15 — import it as ``utils.serving``), ``audit``
-(the headings of the five documents and the audit table; chapter 19).
+(the headings of the five documents and the audit table; chapter 19), ``audio`` (mel filterbank and
+log-mel spectrograms in NumPy; chapter 06).
 """
 
 from .data import (
@@ -22,13 +23,15 @@ from .data import (
     load_breast_cancer_split,
     load_diabetes_split,
     load_digits_split,
+    load_spoken_digits,
     read_data_csv,
+    SpokenDigits,
     to_tf_dataset,
     to_torch_loader,
 )
 from .device import configure_tensorflow, environment_report, get_device, set_seed
 from .errata import load_errata, show_errata
-from . import cost, distributed, market, metrics
+from . import audio, cost, distributed, market, metrics
 from .history import History
 from .models import GPTConfig, TinyGPT
 from .text import TextClassifier, load_pretrained_encoder, train_text_classifier
@@ -40,11 +43,11 @@ from .training_keras import fit_keras
 from .widgets import Panel, make_panel
 
 __all__ = [
-    "COLORS", "configure_tensorflow", "cost", "count_parameters", "DATA_DIR", "data_path", "distributed",
+    "audio", "COLORS", "configure_tensorflow", "cost", "count_parameters", "DATA_DIR", "data_path", "distributed",
     "environment_report", "evaluate", "fit", "fit_keras", "get_device", "GPTConfig", "History",
-    "load_breast_cancer_split", "load_diabetes_split", "load_digits_split", "load_errata",
+    "load_breast_cancer_split", "load_diabetes_split", "load_digits_split", "load_errata", "load_spoken_digits",
     "load_pretrained_encoder", "make_panel", "market", "metrics", "NonFiniteLossError", "Panel", "plot_history",
-    "predict", "read_data_csv", "Retriever", "set_seed", "show_errata", "Split", "TextClassifier", "TinyGPT", "to_tf_dataset",
+    "predict", "read_data_csv", "Retriever", "set_seed", "show_errata", "Split", "SpokenDigits", "TextClassifier", "TinyGPT", "to_tf_dataset",
     "to_torch_loader", "train_text_classifier", "transformer_param_count", "use_course_style",
 ]
 __version__ = "0.1.0"

@@ -28,6 +28,8 @@ __all__ = [
     "data_path",
     "read_data_csv",
     "DATA_DIR",
+    "SpokenDigits",
+    "load_spoken_digits",
 ]
 
 
@@ -351,3 +353,82 @@ def read_data_csv(name: str, **read_csv_kwargs: Any) -> Any:
         reason = "it is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else str(error).splitlines()[0]
         raise ValueError(f"Course data file {path} cannot be read as CSV ({reason}). Restore it from git "
                          f"(git checkout -- data/{name}).") from None
+
+
+@dataclass
+class SpokenDigits:
+    """The Free Spoken Digit Dataset (chapter 06): one entry per recording, in the same order in every array.
+
+    ``waveforms`` are float32 arrays in [-1, 1) of different lengths; ``recordings`` is the take number
+    0–49 of a digit by a speaker (upstream's test split is takes 0–4); ``files`` are upstream's WAV names.
+    """
+
+    waveforms: list[np.ndarray]
+    sample_rate: int
+    labels: np.ndarray  # int64 digits 0–9
+    speakers: np.ndarray  # str
+    recordings: np.ndarray  # int64 take numbers 0–49
+    files: list[str]
+    speaker_info: dict[str, dict[str, str]]  # speaker → gender, accent, language
+
+    def __len__(self) -> int:
+        return len(self.waveforms)
+
+    def __repr__(self) -> str:
+        seconds = sum(len(w) for w in self.waveforms) / self.sample_rate
+        return (f"SpokenDigits({len(self)} recordings, {len(set(self.speakers.tolist()))} speakers, "
+                f"{self.sample_rate} Hz, {seconds / 60:.1f} min)")
+
+
+def load_spoken_digits() -> SpokenDigits:
+    """Load the 3,000 recordings of the Free Spoken Digit Dataset shipped in ``data/fsdd/`` (CC BY-SA 4.0).
+
+    Each speaker's recordings are stored losslessly in one FLAC file, cut apart with ``data/fsdd/index.csv``;
+    every file's decoded samples are checked against the SHA-256 in ``data/fsdd/speakers.csv``. A missing
+    file raises FileNotFoundError, a damaged one ValueError, both naming the file.
+
+    Example:
+        >>> digits = load_spoken_digits()
+        >>> len(digits), digits.sample_rate, sorted(set(digits.labels.tolist())) == list(range(10))
+        (3000, 8000, True)
+    """
+    import csv
+    import hashlib
+
+    import soundfile as sf
+
+    speakers_csv, index_csv = data_path("fsdd/speakers.csv"), data_path("fsdd/index.csv")
+    try:
+        with open(speakers_csv, encoding="utf-8", newline="") as f:
+            speaker_rows = list(csv.DictReader(f))
+        with open(index_csv, encoding="utf-8", newline="") as f:
+            index_rows = list(csv.DictReader(f))
+        starts = [(r["speaker"], int(r["start"]), int(r["length"]), int(r["digit"]), int(r["recording"]), r["file"])
+                  for r in index_rows]
+        info = {r["speaker"]: {k: r[k] for k in ("gender", "accent", "language")} for r in speaker_rows}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"data/fsdd/index.csv or data/fsdd/speakers.csv is damaged ({exc!r}); "
+                         "restore data/fsdd/ from the repository") from exc
+    waveforms, labels, speakers, recordings, files = [], [], [], [], []
+    for row in speaker_rows:
+        name = f"fsdd/{row['flac']}"
+        path = data_path(name)
+        try:
+            pcm, rate = sf.read(path, dtype="int16", always_2d=False)
+        except Exception as exc:  # soundfile raises its own error types for unreadable files
+            raise ValueError(f"Course data file data/{name} cannot be decoded as FLAC ({exc}); "
+                             "restore it from the repository") from exc
+        digest = hashlib.sha256(np.ascontiguousarray(pcm, dtype="<i2").tobytes()).hexdigest()
+        if rate != 8000 or pcm.ndim != 1 or len(pcm) != int(row["samples"]) or digest != row["sha256_pcm16"]:
+            raise ValueError(f"Course data file data/{name} is damaged (rate {rate} Hz, {len(pcm)} samples, "
+                             "checksum mismatch against data/fsdd/speakers.csv); restore it from the repository")
+        audio = pcm.astype(np.float32) / 32768.0
+        for speaker, start, length, digit, recording, file in starts:
+            if speaker == row["speaker"]:
+                waveforms.append(audio[start:start + length])
+                labels.append(digit), speakers.append(speaker), recordings.append(recording), files.append(file)
+    if len(waveforms) != len(starts):
+        raise ValueError(f"data/fsdd/index.csv lists {len(starts)} recordings but the speakers in "
+                         f"data/fsdd/speakers.csv cover {len(waveforms)}; restore data/fsdd/ from the repository")
+    return SpokenDigits(waveforms, 8000, np.asarray(labels, dtype=np.int64), np.asarray(speakers),
+                        np.asarray(recordings, dtype=np.int64), files, info)
