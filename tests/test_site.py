@@ -5,12 +5,16 @@ in build/executed/ (it runs before this file: pytest collects test files alphabe
 temporary folder — chapter 00 and one more chapter with a widget panel, to stay quick — then opens the
 index from disk, follows a link, and checks that an output image, a Mermaid diagram, a formula (as
 MathML) and a frozen widget panel render, and that the pages request nothing from the network. Skipped, saying why, when there
-are no executed chapters (``make test-fast``) or no Chromium.
+are no executed chapters (``make test-fast``) or no Chromium. It then reads the site as a book: the chapter
+list beside the page, "next" and "previous", and the offline search box (a word of the second chapter that
+the first never uses leads to the second chapter).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -122,6 +126,58 @@ def test_formulas_become_mathml_and_dollars_in_code_or_escaped_stay_text():
     assert "tex-source" in broken and stats["tex_left"] == ["\\frac{a}{"]
 
 
+def _chapters(*stems: str) -> list[dict]:
+    return [{"stem": stem, "title": f"{stem[:2]} · T{stem[:2]}"} for stem in stems]
+
+
+def test_pager_links_previous_and_next_and_leaves_them_out_at_the_ends():
+    chapters = _chapters("03_a", "07_b", "20_c")  # any numbers: the site follows the executed chapters
+    first, middle, last = (build_site.pager(chapters, i) for i in range(3))
+    assert 'rel="prev"' not in first and 'rel="next" href="07_b.html"' in first
+    assert 'rel="prev" href="03_a.html"' in middle and 'rel="next" href="20_c.html"' in middle
+    assert 'rel="prev" href="07_b.html"' in last and 'rel="next"' not in last
+
+
+def test_every_page_gets_the_chapter_list_with_itself_marked_and_the_pager_twice():
+    chapters = _chapters("00_a", "01_b")
+    body = ('<html><head></head><body class="jp-Notebook" data-x="1"><main><!--workbook-sidebar-->'
+            '<!--workbook-pager--><h1 id="T">T</h1><!--workbook-pager--></main></body></html>')
+    page = build_site.frame_page(body, chapters, 1)
+    assert "workbook-book" in page and page.count('class="workbook-pager"') == 2
+    assert page.count("<li><a ") == 2 and '<a href="01_b.html" aria-current="page">' in page
+    assert 'id="workbook-search"' in page and '<script src="search_index.js">' in page
+
+
+def test_search_sections_split_a_page_at_its_headings_with_plain_text_and_anchors():
+    body = ('<style>h1 {}</style><main><h1 id="Intro">Intro<a class="anchor-link" href="#Intro">¶</a></h1>'
+            '<p>Plain &amp; <b>bold</b> <math><mi>x</mi></math></p><script>var no = 1;</script>'
+            '<h2 id="Second-part">Second part</h2><pre>loss 0.25</pre></main>')
+    assert build_site.search_sections(body) == [
+        {"h": "Intro", "a": "Intro", "t": "Plain & bold"},
+        {"h": "Second part", "a": "Second-part", "t": "loss 0.25"},
+    ]
+
+
+def _read_index(site: Path) -> dict:
+    text = (site / "search_index.js").read_text(encoding="utf-8")
+    return json.loads(text.removeprefix("window.WORKBOOK_SEARCH = ").rstrip().removesuffix(";"))
+
+
+def _word_only_in(index: dict, page: int) -> tuple[str, str]:
+    """A word of a heading of chapter ``page`` that no section of any other chapter contains."""
+    def words(s: dict) -> str:
+        return f"{s['h']} {s['t']} {index['pages'][s['p']]['title']}".lower()
+
+    elsewhere = " ".join(words(s) for s in index["sections"] if s["p"] != page)
+    for section in index["sections"]:
+        if section["p"] != page:
+            continue
+        for word in re.findall(r"[A-Za-z]{7,}", section["h"]):
+            if word.lower() not in elsewhere:
+                return word, section["a"]
+    raise AssertionError(f"no heading word unique to {index['pages'][page]['page']}")
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Chromium not found at {CHROMIUM} (.ci/run installs it)")
 def test_static_site_index_links_images_mermaid_and_panels_render_offline(tmp_path):
@@ -185,6 +241,46 @@ def test_static_site_index_links_images_mermaid_and_panels_render_offline(tmp_pa
                     assert box and box["width"] > 0 and box["height"] > 0, f"{chapter['stem']}: a formula did not render"
                     formula.locator("xpath=..").screenshot(path=str(SHOTS / "site_formula.png"))
                 assert page.locator(".tex-source").count() == 0, f"{chapter['stem']}: a formula was left as TeX"
+            _read_like_a_book(page, site, chapters)
             assert requested == [], f"the site requested {requested[:3]} from the network"
         finally:
             browser.close()
+
+
+def _read_like_a_book(page, site: Path, chapters: list[dict]) -> None:
+    """The chapter list, "next" / "previous" and the offline search, clicked through in the browser."""
+    from playwright.sync_api import expect
+
+    page.goto((site / f"{chapters[0]['stem']}.html").as_uri())
+    sidebar = page.locator(".workbook-sidebar")
+    expect(sidebar.locator(".workbook-chapters a")).to_have_count(len(chapters))
+    expect(sidebar.locator('a[aria-current="page"]')).to_have_text(chapters[0]["title"])
+    box = sidebar.bounding_box()
+    content = page.locator("main .jp-Cell").first.bounding_box()
+    assert box and content and box["x"] + box["width"] <= content["x"] + 1, "the chapter list covers the chapter"
+    assert page.locator(".workbook-prev").count() == 0
+    if len(chapters) < 2:
+        assert page.locator(".workbook-next").count() == 0
+        return
+    page.locator(".workbook-next").first.click()
+    page.wait_for_url(f"**/{chapters[1]['stem']}.html")
+    expect(page.locator('.workbook-sidebar a[aria-current="page"]')).to_have_text(chapters[1]["title"])
+    page.locator(".workbook-prev").last.click()  # the pager below the chapter
+    page.wait_for_url(f"**/{chapters[0]['stem']}.html")
+
+    word, anchor = _word_only_in(_read_index(site), 1)
+    search = page.locator("#workbook-search")
+    search.fill("zzzqqxnotaword")
+    expect(page.locator("#workbook-results")).to_contain_text("No section contains")
+    search.fill(word)
+    results = page.locator("#workbook-results a.workbook-result")
+    expect(results.first).to_be_visible()
+    hrefs = results.evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert all(h.startswith(f"{chapters[1]['stem']}.html") for h in hrefs), (word, hrefs)
+    assert f"{chapters[1]['stem']}.html#{anchor}" in hrefs, (word, anchor, hrefs)
+    page.screenshot(path=str(SHOTS / "site_search.png"))
+    results.first.click()
+    page.wait_for_url(f"**/{chapters[1]['stem']}.html#*")
+    target = page.evaluate("() => { const id = location.hash.slice(1); "
+                           "return !!(document.getElementById(id) || document.getElementById(decodeURIComponent(id))); }")
+    assert target, f"the search result {page.url} points at no heading"

@@ -16,6 +16,11 @@ Usage: ``make site`` (after ``make test``, which keeps the executed copies), or
   shown as its TeX source and counted in the build's summary.
 - tqdm progress bars (saved in the widget state when papermill ran the chapter) are shown as a static
   bar with their final text, not as a panel.
+- The site reads like a book: every page has the chapter list beside it (the current chapter marked),
+  previous / next links above and below the chapter, and a search box. The search runs in the page
+  (``search.js``, hand-written in tools/site_search.js) over ``search_index.js``: the heading, anchor and
+  text of every section of every chapter, written when the site is built. It is a script rather than
+  JSON so that pages opened from disk (``file://``, where fetch is refused) can read it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,27 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 PROGRESS_MODELS = ("FloatProgressModel", "IntProgressModel")
 
+# The book's frame, shared by the chapter pages and the index: a chapter list with a search box on
+# the left (on top on narrow screens), previous / next links above and below each chapter.
+SIDEBAR_CSS = """
+.workbook-sidebar { position: fixed; top: 0; left: 0; bottom: 0; width: 17em; overflow-y: auto; box-sizing: border-box;
+  padding: 12px; border-right: 1px solid #ddd; background: #fafafa; font-family: sans-serif; font-size: 13px; z-index: 10; }
+.workbook-sidebar h2 { font-size: 15px; margin: 0 0 8px; }
+.workbook-sidebar ol { padding-left: 0; list-style: none; margin: 8px 0; }
+.workbook-sidebar li { margin: 3px 0; }
+.workbook-sidebar a { text-decoration: none; color: #1a56a0; }
+.workbook-sidebar a[aria-current="page"] { font-weight: bold; color: #000; }
+#workbook-search { width: 100%; box-sizing: border-box; padding: 4px 6px; font-size: 13px; }
+#workbook-results li { border-bottom: 1px solid #eee; padding: 3px 0; }
+.workbook-snippet { color: #555; font-size: 12px; }
+body.workbook-book { margin-left: 17em; }
+.workbook-pager { display: flex; justify-content: space-between; font-family: sans-serif; padding: 8px 16px;
+  border-bottom: 1px solid #ddd; }
+.workbook-pager + * { margin-top: 0; }
+@media (max-width: 800px) { .workbook-sidebar { position: static; width: auto; border-right: none; }
+  body.workbook-book { margin-left: 0; } }
+"""
+
 # nbconvert's lab template without the three script tags that would load from a CDN.
 TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
@@ -58,9 +84,11 @@ TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 .workbook-progress progress { width: 16em; vertical-align: middle; }
 math[display="block"] { margin: 0.6em 0; overflow-x: auto; }
 .tex-source { font-family: monospace; color: #555; }
+{{ SIDEBAR_CSS }}
 </style>{% endblock extra_css %}
-{% block body_header %}{{ super() }}<nav class="workbook-nav"><a href="index.html">← all chapters</a></nav>{% endblock body_header %}
-"""
+{% block body_header %}{{ super() }}<!--workbook-sidebar--><!--workbook-pager-->{% endblock body_header %}
+{% block body_footer %}<!--workbook-pager-->{{ super() }}{% endblock body_footer %}
+""".replace("{{ SIDEBAR_CSS }}", SIDEBAR_CSS)
 
 INDEX = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -70,7 +98,9 @@ body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1
 table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ text-align: left; padding: 6px 8px; border-bottom: 1px solid #ddd; vertical-align: top; }}
 td.time {{ text-align: right; white-space: nowrap; }}
-</style></head><body>
+{css}
+</style></head><body class="workbook-book">
+{sidebar}
 <h1>Large Models Workbook</h1>
 <p>The executed chapters as static pages: every output is the one the chapter produced when it last ran
 (<code>make test</code>). To change a parameter or move a widget, open the chapter in JupyterLab (<code>make lab</code>).</p>
@@ -314,6 +344,74 @@ def _seconds(value) -> str:
     return "—" if value is None else f"{value:.0f} s"
 
 
+SECTION_HEADING = re.compile(r'<h([1-4])\b[^>]*\bid="([^"]*)"[^>]*>(.*?)</h\1>', re.DOTALL)
+SEARCH_JS = Path(__file__).resolve().parent / "site_search.js"
+SECTION_TEXT_LIMIT = 3000  # characters of each section kept in the search index
+
+
+def sidebar(chapters: list[dict], current: str | None) -> str:
+    """The chapter list beside every page, with the offline search box above it."""
+    current_mark = ' aria-current="page"'
+    items = "".join(
+        f'<li><a href="{c["stem"]}.html"{current_mark if c["stem"] == current else ""}>'
+        f'{html.escape(c["title"])}</a></li>' for c in chapters)
+    return ('<nav class="workbook-sidebar" aria-label="Chapters">'
+            '<h2><a href="index.html">Large Models Workbook</a></h2>'
+            '<input type="search" id="workbook-search" placeholder="Search the book" aria-label="Search the book" '
+            'autocomplete="off"><ol id="workbook-results"></ol>'
+            f'<ol class="workbook-chapters">{items}</ol></nav>'
+            '<script src="search_index.js"></script><script src="search.js"></script>')
+
+
+def pager(chapters: list[dict], number: int) -> str:
+    """Previous / all chapters / next links of chapter ``number`` (the position in ``chapters``)."""
+    prev = chapters[number - 1] if number > 0 else None
+    nxt = chapters[number + 1] if number + 1 < len(chapters) else None
+    left = (f'<a class="workbook-prev" rel="prev" href="{prev["stem"]}.html">← {html.escape(prev["title"])}</a>'
+            if prev else "<span></span>")
+    right = (f'<a class="workbook-next" rel="next" href="{nxt["stem"]}.html">{html.escape(nxt["title"])} →</a>'
+             if nxt else "<span></span>")
+    return (f'<nav class="workbook-pager" aria-label="Previous and next chapter">{left}'
+            f'<a href="index.html">all chapters</a>{right}</nav>')
+
+
+def frame_page(body: str, chapters: list[dict], number: int) -> str:
+    """Put a chapter page in the book's frame: the sidebar, and the pager above and below the chapter."""
+    body = body.replace('<body class="jp-Notebook"', '<body class="jp-Notebook workbook-book"', 1)
+    body = body.replace("<!--workbook-sidebar-->", sidebar(chapters, chapters[number]["stem"]), 1)
+    return body.replace("<!--workbook-pager-->", pager(chapters, number))
+
+
+def _plain(fragment: str) -> str:
+    """Visible text of an HTML fragment: no tags, scripts, styles, formulas or heading anchors."""
+    fragment = re.sub(r"<(script|style|math)\b.*?</\1>", " ", fragment, flags=re.DOTALL | re.IGNORECASE)
+    fragment = re.sub(r'<a class="anchor-link".*?</a>', "", fragment, flags=re.DOTALL)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", fragment))).strip()
+
+
+def search_sections(body: str) -> list[dict]:
+    """``[{"h": heading, "a": its anchor id, "t": text up to the next heading}]`` of a chapter page."""
+    main = body.split("<main>", 1)[-1]
+    marks = list(SECTION_HEADING.finditer(main))
+    sections = []
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(main)
+        sections.append({"h": _plain(mark.group(3)), "a": html.unescape(mark.group(2)),
+                         "t": _plain(main[mark.end():end])[:SECTION_TEXT_LIMIT]})
+    return sections
+
+
+def write_search_files(out: Path, chapters: list[dict], bodies: list[str]) -> None:
+    """The offline search: ``search_index.js`` (headings and text of every section, as a script so that
+    pages opened from disk can read it) and ``search.js`` (the hand-written search, tools/site_search.js)."""
+    pages = [{"page": f"{c['stem']}.html", "title": c["title"]} for c in chapters]
+    sections = [{"p": number, **section} for number, body in enumerate(bodies) for section in search_sections(body)]
+    index = json.dumps({"pages": pages, "sections": sections}, ensure_ascii=False, separators=(",", ":"))
+    (out / "search_index.js").write_text(f"window.WORKBOOK_SEARCH = {index};\n", encoding="utf-8")
+    shutil.copy(SEARCH_JS, out / "search.js")
+
+
+
 def build(executed: Path = EXECUTED, out: Path = SITE) -> list[dict]:
     import nbformat
 
@@ -329,7 +427,7 @@ def build(executed: Path = EXECUTED, out: Path = SITE) -> list[dict]:
     tmp_out = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp_out, ignore_errors=True)
     tmp_out.mkdir(parents=True)
-    chapters = []
+    chapters, bodies = [], []
     for path, nb in notebooks.items():
         info = chapter_info(nb, path.stem)
         panels = freeze_widgets(nb)
@@ -345,18 +443,23 @@ def build(executed: Path = EXECUTED, out: Path = SITE) -> list[dict]:
                     f'alt="diagram"></div>')
 
         body = MERMAID_HTML.sub(swap, body)
-        remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', body)
-        if remote:
-            raise RuntimeError(f"{path.name}: the page would load {remote[:3]} from the network")
-        (tmp_out / f"{path.stem}.html").write_text(body, encoding="utf-8")
+        bodies.append(body)
         chapters.append({**info, "stem": path.stem, "panels": panels, "formulas": formulas, "tex_left": tex_left})
         print(f"{path.stem}.html: {panels} widget panel(s) shown as saved output")
+    for number, (chapter, body) in enumerate(zip(chapters, bodies)):
+        body = frame_page(body, chapters, number)
+        remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', body)
+        if remote:
+            raise RuntimeError(f"{chapter['stem']}.html: the page would load {remote[:3]} from the network")
+        (tmp_out / f"{chapter['stem']}.html").write_text(body, encoding="utf-8")
+    write_search_files(tmp_out, chapters, bodies)
     rows = "\n".join(
         f'<tr><td>{c["stem"][:2]}</td><td><a href="{c["stem"]}.html">{html.escape(c["title"])}</a></td>'
         f'<td>{html.escape(c["summary"])}</td><td class="time">'
         f'{_seconds(c["seconds"])}</td></tr>' for c in chapters)
     (tmp_out / "index.html").write_text(
-        INDEX.format(rows=rows, built=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), count=len(chapters)),
+        INDEX.format(rows=rows, css=SIDEBAR_CSS.replace("{", "{{").replace("}", "}}").format(),
+                     sidebar=sidebar(chapters, None), built=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), count=len(chapters)),
         encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     tmp_out.rename(out)
