@@ -133,3 +133,44 @@ def test_metrics_raise_type_error_for_wrong_container_types(metric):
 def test_a_ranked_list_that_repeats_an_item_is_rejected():
     with pytest.raises(ValueError, match="repeats an item"):
         recall_at_k([{1}], [[2, 2, 1]], 3)
+
+
+ALL_RANKING_METRICS = [recall_at_k, ndcg_at_k, hit_rate_at_k, mrr_at_k]
+
+
+@pytest.mark.parametrize("metric", ALL_RANKING_METRICS)
+def test_metrics_refuse_string_ids_on_one_side_and_int_ids_on_the_other(metric):
+    # before: 0.0 silently, as "1" never equals 1
+    with pytest.raises(ValueError, match="relevant holds str item ids but ranked holds int"):
+        metric([{"1", "2"}], [[1, 2, 3]], 2)
+    with pytest.raises(ValueError, match="relevant holds int item ids but ranked holds str"):
+        metric([{1}], [np.array(["1", "2"])], 2)
+
+
+@pytest.mark.parametrize("metric", ALL_RANKING_METRICS)
+def test_metrics_refuse_scores_passed_instead_of_item_ids(metric):
+    scores = np.array([[0.91, 0.12, 0.55]])
+    with pytest.raises(ValueError, match="looks like a score"):
+        metric([{0}], scores, 2)
+
+
+@pytest.mark.parametrize("metric", ALL_RANKING_METRICS)
+def test_metrics_refuse_mixed_id_kinds_instead_of_scoring_a_list_and_a_set_differently(metric):
+    # before: the list was cast to strings by NumPy and the set was not, giving two different answers
+    for relevant in ([[1, "a"]], [{1, "a"}]):
+        with pytest.raises(ValueError, match="mixes integer and string item ids"):
+            metric(relevant, [[1, "a", 3]], 2)
+
+
+def test_integer_ids_of_any_numeric_type_still_match():
+    ranked = np.array([[3, 1, 2]], dtype=np.int64)
+    assert recall_at_k([{np.int32(1)}], ranked, 2) == recall_at_k([[1.0]], [[3, 1, 2]], 2) == 1.0
+    assert recall_at_k([{"b"}], [np.array(["a", "b"])], 2) == 1.0
+
+
+@pytest.mark.parametrize("metric", ALL_RANKING_METRICS)
+@pytest.mark.parametrize("flag", ["False", "True", 0, 1, None])
+def test_metrics_refuse_per_user_flags_that_are_not_booleans(metric, flag):
+    with pytest.raises(TypeError, match="per_user must be True or False"):
+        metric([{1}], [[1, 2]], 1, per_user=flag)
+    assert isinstance(metric([{1}], [[1, 2]], 1, per_user=np.bool_(True)), np.ndarray)

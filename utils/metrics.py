@@ -14,9 +14,12 @@ A ratio whose denominator is 0 is 0, as in scikit-learn with ``zero_division=0``
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Sequence
 
 import numpy as np
+
+from utils._checks import check_bool
 
 __all__ = ["accuracy", "precision", "recall", "f1", "confusion_matrix", "classification_report"]
 
@@ -258,9 +261,37 @@ def classification_report(y_true: Any, y_pred: Any, *, target_names: Sequence[st
 __all__ += ["recall_at_k", "ndcg_at_k", "hit_rate_at_k", "mrr_at_k"]
 
 
-def _check_ranking(relevant: Any, ranked: Any, k: Any) -> tuple[list[set], list[list], int]:
+def _id_kind(item: Any, name: str, user: int) -> str:
+    """``"int"`` or ``"str"``: the kind of one item id; a clear error for None, NaN, bools and scores."""
     import numbers
 
+    if isinstance(item, (str, np.str_)):
+        return "str"
+    if isinstance(item, (bool, np.bool_)) or item is None:
+        raise TypeError(f"{name}[{user}] holds {item!r}: item ids are ints or strings, not None or booleans")
+    if isinstance(item, numbers.Integral):
+        return "int"
+    if isinstance(item, numbers.Real):
+        if item != item:
+            raise ValueError(f"user {user}: item ids must not be None or NaN, got {item!r}")
+        if float(item).is_integer():
+            return "int"
+        raise ValueError(
+            f"{name}[{user}] holds {item!r}, which is not an item id: it looks like a score. Pass the item ids "
+            "ranked best first, e.g. np.argsort(-scores, axis=1)[:, :k], not the scores themselves.")
+    raise TypeError(f"{name}[{user}] holds a {type(item).__name__} ({item!r}); item ids must be ints or strings")
+
+
+def _as_ids(values: Any) -> list:
+    """A user's item ids as a Python list, without NumPy's silent casting of mixed lists to strings."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor
+        values = values.detach().cpu().numpy()
+    if isinstance(values, np.ndarray):
+        return values.ravel().tolist()
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def _check_ranking(relevant: Any, ranked: Any, k: Any) -> tuple[list[set], list[list], int]:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"k must be an int, got {type(k).__name__} {k!r}")
     if k < 1:
@@ -272,30 +303,35 @@ def _check_ranking(relevant: Any, ranked: Any, k: Any) -> tuple[list[set], list[
         raise ValueError("relevant and ranked are empty: pass one entry per user for at least one user")
     if len(relevant) != len(ranked):
         raise ValueError(f"relevant and ranked have different lengths: {len(relevant)} users and {len(ranked)} ranked lists")
-    sets, lists = [], []
+    sets, lists, kinds = [], [], {"relevant": set(), "ranked": set()}
     for user, (items, order) in enumerate(zip(relevant, ranked)):
         if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
             raise TypeError(f"relevant[{user}] must be a set (or list) of item ids, got {type(items).__name__}")
         if isinstance(order, (str, bytes, set, frozenset)) or not hasattr(order, "__iter__"):
             raise TypeError(f"ranked[{user}] must be an ordered list of item ids, got {type(order).__name__}")
-        items = list(np.asarray(list(items)).ravel().tolist()) if not isinstance(items, (set, frozenset)) else list(items)
-        order = np.asarray(order).ravel().tolist() if hasattr(order, "__array__") else list(order)
-        for item in items + order[:k]:
-            if item is None or (isinstance(item, numbers.Real) and not isinstance(item, numbers.Integral)
-                                and item != item):
-                raise ValueError(f"user {user}: item ids must not be None or NaN, got {item!r}")
+        items, head = _as_ids(items), _as_ids(order)[:k]
+        for name, values in (("relevant", items), ("ranked", head)):
+            kinds[name].update(_id_kind(item, name, user) for item in values)
+            if len(kinds[name]) > 1:
+                raise ValueError(f"{name} mixes integer and string item ids (user {user}: {values[:5]!r}); "
+                                 "use one kind of id throughout, e.g. all ints")
         if not items:
             raise ValueError(f"user {user} has no relevant items: recall and NDCG are undefined for them; "
                              "leave such users out of the evaluation")
-        head = order[:k]
         if len(set(head)) != len(head):
             raise ValueError(f"ranked[{user}] repeats an item in its top {k}: a ranked list names each item once")
-        sets.append(set(items))
-        lists.append(head)
+        sets.append({int(i) if isinstance(i, float) else i for i in items})
+        lists.append([int(i) if isinstance(i, float) else i for i in head])
+    if kinds["relevant"] and kinds["ranked"] and kinds["relevant"] != kinds["ranked"]:
+        raise ValueError(
+            f"relevant holds {kinds['relevant'].pop()} item ids but ranked holds {kinds['ranked'].pop()} ids, so no "
+            "recommended item could ever count as relevant: convert one side to the other's type "
+            "(e.g. [int(i) for i in ids] or [str(i) for i in ids]).")
     return sets, lists, int(k)
 
 
 def _reduce(values: list[float], per_user: bool) -> Any:
+    per_user = check_bool("per_user", bool(per_user) if isinstance(per_user, np.bool_) else per_user)
     values_arr = np.asarray(values, dtype=float)
     return values_arr if per_user else float(values_arr.mean())
 
