@@ -28,6 +28,7 @@ CHAPTER_MAP = {
     "13": "application_finance", "14": "application_recommendation", "15": "efficiency_compression_deployment",
     "16": "scaling_laws_and_compute_cost", "17": "market_positioning_and_user_demand",
     "18": "challenges_ethics_and_trends", "19": "faq_glossary_and_errata",
+    "20": "aligning_models_to_user_demand",
 }
 
 

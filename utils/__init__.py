@@ -12,7 +12,8 @@ demands, constrained ranking, crossover volumes; chapter 17),
 ``retrieval`` (``Retriever``: BM25, embedding and hybrid search; chapter 12), ``serving`` (``serve``: a
 local uvicorn server that always stops, ``DynamicBatcher`` and the open/closed-loop ``load_test``;
 chapter 15 — import it as ``utils.serving``), ``audit``
-(the headings of the five documents and the audit table; chapter 19), ``audio`` (mel filterbank and
+(the headings of the five documents and the audit table; chapter 19), ``alignment`` (response
+log-probabilities, SFT loss on response tokens, the DPO loss; chapter 20), ``audio`` (mel filterbank and
 log-mel spectrograms in NumPy; chapter 06).
 """
 
@@ -31,7 +32,7 @@ from .data import (
 )
 from .device import configure_tensorflow, environment_report, get_device, set_seed
 from .errata import load_errata, show_errata
-from . import audio, cost, distributed, market, metrics
+from . import alignment, audio, cost, distributed, market, metrics
 from .history import History
 from .models import GPTConfig, TinyGPT
 from .text import TextClassifier, load_pretrained_encoder, train_text_classifier
@@ -43,7 +44,7 @@ from .training_keras import fit_keras
 from .widgets import Panel, make_panel
 
 __all__ = [
-    "audio", "COLORS", "configure_tensorflow", "cost", "count_parameters", "DATA_DIR", "data_path", "distributed",
+    "alignment", "audio", "COLORS", "configure_tensorflow", "cost", "count_parameters", "DATA_DIR", "data_path", "distributed",
     "environment_report", "evaluate", "fit", "fit_keras", "get_device", "GPTConfig", "History",
     "load_breast_cancer_split", "load_diabetes_split", "load_digits_split", "load_errata", "load_spoken_digits",
     "load_pretrained_encoder", "make_panel", "market", "metrics", "NonFiniteLossError", "Panel", "plot_history",
