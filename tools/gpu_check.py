@@ -27,6 +27,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import textwrap
@@ -184,6 +185,11 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent('''
                         optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3), num_epochs=3, progress=False,
                         strategy=None if strategy == "none" else strategy)
     print(f"RANK={{os.environ.get('RANK')}} LOSS={{history['loss'][-1]:.6f}}", flush=True)
+    # Leave through os._exit after a barrier: FSDP's sharded parameters alive at interpreter shutdown can
+    # abort a gloo worker ("terminate called without an active exception"); older utils lack the helper.
+    finish = getattr(utils.distributed, "finish_worker", None)
+    if finish is not None:
+        finish()
 ''')
 
 
@@ -201,11 +207,12 @@ def _distributed_check(strategy: str) -> Callable[[torch.device], dict]:
             script = Path(folder) / "fit_distributed.py"
             script.write_text(_DISTRIBUTED_SCRIPT.format(root=str(ROOT)))
             result = utils.distributed.run_torchrun(script, [strategy], nproc_per_node=n_proc, timeout_s=300, env=env)
-        losses = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line.startswith("RANK=")}
+        # Ranks print at the same time, so their lines can run together: find the reports anywhere.
+        losses = dict(re.findall(r"RANK=(\d+) LOSS=(\d+\.\d{6})", result.stdout))
         assert len(losses) == n_proc, f"{len(losses)} of {n_proc} ranks reported:\n{result.stdout}"
         assert len(set(losses.values())) == 1, f"ranks disagree on the loss: {losses}"
         backend = "nccl" if device.type == "cuda" else "gloo"
-        return {"processes": n_proc, "backend": backend, "final_loss": float(next(iter(losses.values())).split("=")[1])}
+        return {"processes": n_proc, "backend": backend, "final_loss": float(next(iter(losses.values())))}
     return work
 
 
