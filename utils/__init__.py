@@ -6,7 +6,8 @@ Modules: ``device`` (devices, seeds, TF set-up, environment report), ``params`` 
 counting), ``data`` (offline datasets and loaders), ``training`` / ``training_keras``
 (``fit``, ``evaluate``, ``fit_keras``), ``history``, ``metrics`` (accuracy, precision, recall, F1, confusion matrix),
 ``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun), ``models`` (``TinyGPT``, chapter 10),
-``text`` (pretrained encoder, text classifiers, LoRA; chapter 11 — imports ``transformers`` on first use),
+``text`` (training text classifiers; chapter 11 — imports ``transformers`` on first use) with ``encoders``
+(the pretrained MiniLM, ``embed_texts``), ``lora`` (LoRA adapters) and ``classifier`` (``TextClassifier``),
 ``cost`` (FLOPs, compute-optimal sizes, training memory, GPU-hours, serving cost; chapters 08, 16, 17), ``market`` (options,
 demands, constrained ranking, crossover volumes; chapter 17),
 ``retrieval`` (``Retriever``: BM25, embedding and hybrid search; chapter 12), ``serving`` (``serve``: a
