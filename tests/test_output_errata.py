@@ -8,8 +8,10 @@ appear in the executed copy of its chapter (``build/executed/NN_*.ipynb``), allo
 the row prints. Bounds quoted as requirements (after ≥, ≤, <, >, "at least", "at most") are not results and are
 skipped; plain integers (years, section numbers, counts such as "10 epochs") are too ambiguous to check.
 
-Like ``tests/test_output_noise.py`` it reads the executed copies that ``tests/test_notebooks.py`` writes and
-skips a chapter whose executed copy is missing (``make test-fast``).
+Like ``tests/test_output_noise.py`` it reads the executed copies that ``tests/test_notebooks.py`` writes, so its
+name must sort after ``test_notebooks.py`` (pytest collects files alphabetically; as ``test_errata_numbers.py`` it
+ran first and skipped every chapter on a fresh clone), and it skips a chapter whose executed copy is missing
+(``make test-fast``).
 """
 
 import ast
