@@ -368,3 +368,28 @@ def test_dynamic_batcher_says_what_fn_must_return_when_it_returns_none():
     with DynamicBatcher(forgot_return, max_wait_ms=0) as batcher:
         with pytest.raises(TypeError, match="must return a list .* one result per item"):
             batcher(1)
+
+
+def test_arrival_schedule_is_seeded_and_stays_within_the_duration():
+    import numpy as np
+
+    from utils.serving import _arrival_schedule
+    poisson = _arrival_schedule(50.0, 2.0, "poisson", 7)
+    np.testing.assert_array_equal(poisson, _arrival_schedule(50.0, 2.0, "poisson", 7))
+    assert poisson[0] == 0.0 and (np.diff(poisson) >= 0).all() and poisson[-1] < 2.0
+    assert 60 < len(poisson) < 140  # about rate * duration = 100
+    np.testing.assert_allclose(_arrival_schedule(4.0, 1.0, "fixed", 0), [0.0, 0.25, 0.5, 0.75])
+    assert len(_arrival_schedule(0.1, 1.0, "fixed", 0)) == 1  # always at least one request
+
+
+def test_summarise_orders_latencies_by_send_time_and_counts_the_rest_as_errors():
+    from utils.serving import _summarise
+    measured = {"latencies": [(0.2, 0.03), (0.0, 0.01), (0.1, 0.02)], "sent": 5, "errors": ["HTTP 503"] * 2,
+                "elapsed": 0.5, "lag": 0.001}
+    result = _summarise(measured, True, 10.0, None)
+    assert list(result.latencies_s) == [0.01, 0.02, 0.03]
+    assert (result.sent, result.completed, result.errors) == (5, 3, 2)
+    assert result.open_loop and result.offered_rps == 10.0 and result.concurrency is None
+    assert result.max_send_lag_s == 0.001 and result.error_messages == ("HTTP 503", "HTTP 503")
+    closed = _summarise({**measured, "lag": 0.0}, False, None, 4)
+    assert closed.offered_rps is None and closed.concurrency == 4 and not closed.open_loop

@@ -62,3 +62,12 @@ def test_fit_keras_rejects_bad_input(tf):
         utils.fit_keras(uncompiled, X, y, num_epochs=1)
     with pytest.raises(TypeError, match="keras.Model"):
         utils.fit_keras("model", X, y, num_epochs=1)
+
+
+def test_to_history_renames_learning_rate_and_keeps_only_the_epochs_run():
+    from utils.training_keras import _to_history
+    logs = {"loss": [0.9, 0.5, 0.4], "learning_rate": [0.1, 0.05, 0.05], "val_loss": [1.0, 0.7]}
+    h = _to_history(logs, times=[1.5, 1.25])  # two epochs ran (e.g. stopped early)
+    assert h.framework == "keras" and h.num_epochs == 2
+    assert list(h["loss"]) == [0.9, 0.5] and list(h["lr"]) == [0.1, 0.05] and list(h["epoch_time_s"]) == [1.5, 1.25]
+    assert "learning_rate" not in h.keys() and list(h["val_loss"]) == [1.0, 0.7]

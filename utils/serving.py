@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import math
 import queue
 import socket
@@ -363,6 +364,14 @@ def load_test(url: str, payload: Any = None, *, rate_per_s: float | None = None,
     if arrivals not in ("poisson", "fixed"):
         raise ValueError(f"arrivals must be 'poisson' or 'fixed', got {arrivals!r}")
     seed = check_seed("seed", seed)
+    rate_per_s, concurrency = _check_mode(open_loop, rate_per_s, concurrency, duration_s)
+    schedule = _arrival_schedule(rate_per_s, duration_s, arrivals, seed) if open_loop else None
+    measured = _measure(url, payload, schedule, concurrency, duration_s, timeout_s)
+    return _summarise(measured, open_loop, rate_per_s, concurrency)
+
+
+def _check_mode(open_loop: bool, rate_per_s: Any, concurrency: Any, duration_s: float) -> tuple[Any, Any]:
+    """``(rate_per_s, concurrency)`` checked for the mode; the one the mode would ignore must be None."""
     if open_loop:
         if concurrency is not None:
             raise ValueError("concurrency is for a closed loop (open_loop=False); an open loop sends at rate_per_s "
@@ -372,76 +381,38 @@ def load_test(url: str, payload: Any = None, *, rate_per_s: float | None = None,
         rate_per_s = check_real("rate_per_s", rate_per_s, positive=True)
         if rate_per_s * duration_s > 1_000_000:
             raise ValueError(f"rate_per_s * duration_s = {rate_per_s * duration_s:.0f} requests: keep it below 1e6")
-        rng = np.random.default_rng(seed)
-        count = max(1, int(round(rate_per_s * duration_s)))
-        if arrivals == "poisson":
-            schedule = np.concatenate([[0.0], np.cumsum(rng.exponential(1 / rate_per_s, size=4 * count + 16))])
-            schedule = schedule[schedule < duration_s]
-        else:
-            schedule = np.arange(count) / rate_per_s
-    else:
-        if rate_per_s is not None:
-            raise ValueError("rate_per_s is for an open loop; a closed loop's rate is set by the server — pass "
-                             "concurrency only (or open_loop=True)")
-        if concurrency is None:
-            raise ValueError("a closed loop (open_loop=False) needs concurrency (the number of clients)")
-        concurrency = check_int("concurrency", concurrency, minimum=1)
-        schedule = None
+        return rate_per_s, concurrency
+    if rate_per_s is not None:
+        raise ValueError("rate_per_s is for an open loop; a closed loop's rate is set by the server — pass "
+                         "concurrency only (or open_loop=True)")
+    if concurrency is None:
+        raise ValueError("a closed loop (open_loop=False) needs concurrency (the number of clients)")
+    return rate_per_s, check_int("concurrency", concurrency, minimum=1)
+
+
+def _arrival_schedule(rate_per_s: float, duration_s: float, arrivals: str, seed: int) -> np.ndarray:
+    """Open-loop send times in seconds from the start, below ``duration_s``: Poisson or evenly spaced."""
+    rng = np.random.default_rng(seed)
+    count = max(1, int(round(rate_per_s * duration_s)))
+    if arrivals == "poisson":
+        schedule = np.concatenate([[0.0], np.cumsum(rng.exponential(1 / rate_per_s, size=4 * count + 16))])
+        return schedule[schedule < duration_s]
+    return np.arange(count) / rate_per_s
+
+
+def _measure(url: str, payload: Any, schedule: np.ndarray | None, concurrency: int | None, duration_s: float,
+             timeout_s: float) -> dict[str, Any]:
+    """Send the requests from an event loop in a helper thread; the raw results, or the exception raised."""
     import httpx  # noqa: PLC0415 - imported on first use
 
     box: dict[str, Any] = {}
-
-    async def one(client: Any, latencies: list, errors: list, start: float, due: float) -> None:
-        try:  # timeout_s bounds the whole request, waiting for a connection included
-            request = client.post(url, json=payload) if payload is not None else client.get(url)
-            response = await asyncio.wait_for(request, timeout_s)
-            if response.status_code >= 400:
-                errors.append(f"HTTP {response.status_code}")
-            else:
-                latencies.append((due, time.perf_counter() - start - due))
-        except Exception as error:  # noqa: BLE001 - a failed request is a measured error, not a crash
-            errors.append(f"{type(error).__name__}: {error}"[:200])
-
-    async def main() -> None:
-        latencies: list = []
-        errors: list = []
-        sent = 0
-        lag = 0.0
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)  # beyond: queued in the client
-        async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-            start = time.perf_counter()
-            if open_loop:
-                tasks = []
-                for due in schedule:
-                    wait = due - (time.perf_counter() - start)
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    lag = max(lag, float(time.perf_counter() - start - due))
-                    tasks.append(asyncio.ensure_future(one(client, latencies, errors, start, float(due))))
-                    sent += 1
-                if tasks:
-                    _, pending = await asyncio.wait(tasks, timeout=timeout_s + 1.0)
-                    for task in pending:  # cannot happen with the per-request timeout; never leave a task behind
-                        task.cancel()
-                    await asyncio.gather(*pending, return_exceptions=True)
-            else:
-                async def client_loop() -> None:
-                    nonlocal sent
-                    while (now := time.perf_counter() - start) < duration_s:
-                        sent += 1
-                        await one(client, latencies, errors, start, now)
-                await asyncio.wait_for(asyncio.gather(*(client_loop() for _ in range(concurrency))),
-                                       timeout=duration_s + timeout_s + 1.0)
-            elapsed = time.perf_counter() - start
-        latencies.sort()
-        box.update(latencies=np.array([lat for _, lat in latencies], dtype=float), sent=sent, errors=errors,
-                   elapsed=elapsed, lag=lag)
+    main = functools.partial(_send_all, httpx, url, payload, schedule, concurrency, duration_s, timeout_s)
 
     def runner() -> None:
         try:
             with warnings.catch_warnings():  # a request cancelled by its timeout while connecting makes anyio's
                 warnings.filterwarnings("ignore", message="coroutine .* was never awaited")  # helper say this
-                asyncio.run(main())
+                box.update(asyncio.run(main()))
         except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = error
 
@@ -450,8 +421,77 @@ def load_test(url: str, payload: Any = None, *, rate_per_s: float | None = None,
     thread.join()
     if "error" in box:
         raise box["error"]
-    completed = len(box["latencies"])
-    return LoadTestResult(latencies_s=box["latencies"], sent=box["sent"], completed=completed,
-                          errors=box["sent"] - completed, elapsed_s=box["elapsed"], open_loop=open_loop,
+    return box
+
+
+async def _send_all(httpx: Any, url: str, payload: Any, schedule: np.ndarray | None, concurrency: int | None,
+                    duration_s: float, timeout_s: float) -> dict[str, Any]:
+    """Send the requests (open loop if ``schedule`` is given, else closed) through one client; the raw results."""
+    latencies: list = []  # (scheduled send time, latency) of each successful request
+    errors: list = []
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)  # beyond: queued in the client
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+        start = time.perf_counter()
+        send = functools.partial(_send_one, client, url, payload, timeout_s, latencies, errors, start)  # send(due)
+        if schedule is not None:
+            sent, lag = await _send_open_loop(send, schedule, start, timeout_s)
+        else:
+            sent, lag = await _send_closed_loop(send, concurrency, start, duration_s, timeout_s), 0.0
+        elapsed = time.perf_counter() - start
+    return {"latencies": latencies, "sent": sent, "errors": errors, "elapsed": elapsed, "lag": lag}
+
+
+async def _send_one(client: Any, url: str, payload: Any, timeout_s: float, latencies: list, errors: list, start: float,
+                    due: float) -> None:
+    """Send one request; record its latency counted from ``due`` (seconds after ``start``), or its error."""
+    try:  # timeout_s bounds the whole request, waiting for a connection included
+        request = client.post(url, json=payload) if payload is not None else client.get(url)
+        response = await asyncio.wait_for(request, timeout_s)
+        if response.status_code >= 400:
+            errors.append(f"HTTP {response.status_code}")
+        else:
+            latencies.append((due, time.perf_counter() - start - due))
+    except Exception as error:  # noqa: BLE001 - a failed request is a measured error, not a crash
+        errors.append(f"{type(error).__name__}: {error}"[:200])
+
+
+async def _send_open_loop(send: Callable, schedule: np.ndarray, start: float, timeout_s: float) -> tuple[int, float]:
+    """Send at each scheduled time whatever the server does, then wait for the answers; ``(sent, max send lag)``."""
+    tasks, lag = [], 0.0
+    for due in schedule:
+        wait = due - (time.perf_counter() - start)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        lag = max(lag, float(time.perf_counter() - start - due))
+        tasks.append(asyncio.ensure_future(send(float(due))))
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s + 1.0)
+        for task in pending:  # cannot happen with the per-request timeout; never leave a task behind
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    return len(tasks), lag
+
+
+async def _send_closed_loop(send: Callable, concurrency: int, start: float, duration_s: float, timeout_s: float) -> int:
+    """``concurrency`` clients, each sending its next request once its previous answer came; the number sent."""
+    sent = 0
+
+    async def client_loop() -> None:
+        nonlocal sent
+        while (now := time.perf_counter() - start) < duration_s:
+            sent += 1
+            await send(now)
+
+    await asyncio.wait_for(asyncio.gather(*(client_loop() for _ in range(concurrency))),
+                           timeout=duration_s + timeout_s + 1.0)
+    return sent
+
+
+def _summarise(measured: dict, open_loop: bool, rate_per_s: float | None, concurrency: int | None) -> LoadTestResult:
+    """The :class:`LoadTestResult` of :func:`_send_all`'s raw results (latencies in send order)."""
+    latencies = np.array([lat for _, lat in sorted(measured["latencies"])], dtype=float)
+    completed = len(latencies)
+    return LoadTestResult(latencies_s=latencies, sent=measured["sent"], completed=completed,
+                          errors=measured["sent"] - completed, elapsed_s=measured["elapsed"], open_loop=open_loop,
                           offered_rps=rate_per_s if open_loop else None, concurrency=None if open_loop else concurrency,
-                          max_send_lag_s=box["lag"], error_messages=tuple(box["errors"][:20]))
+                          max_send_lag_s=measured["lag"], error_messages=tuple(measured["errors"][:20]))

@@ -39,11 +39,7 @@ def fit_keras(
     from .device import configure_tensorflow
 
     tf = configure_tensorflow()
-    keras = tf.keras
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
-        raise ValueError("The Keras model is not compiled: call model.compile(optimizer=..., loss=...) first.")
+    _check_model(tf.keras, model)
     num_epochs = check_int("num_epochs", num_epochs)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size)
@@ -53,20 +49,54 @@ def fit_keras(
     if is_dataset:
         batch_size = None
     else:
-        import numpy as np
+        _check_arrays(x, y)
 
-        if y is None:
-            raise ValueError("y is required when x is an array (pass a tf.data.Dataset to omit it).")
-        if len(x) == 0:
-            raise ValueError("x is empty: pass at least one sample.")
-        if len(x) != len(y):
-            raise ValueError(f"x and y must have the same number of samples, got {len(x)} and {len(y)}.")
-        if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(np.asarray(x)).all():
-            raise ValueError("x contains NaN or infinite values: impute or drop them before training.")
-        if np.issubdtype(np.asarray(y).dtype, np.floating) and not np.isfinite(np.asarray(y)).all():
-            raise ValueError("y contains NaN or infinite values: drop those samples or fill the targets first.")
+    from tqdm.auto import tqdm
 
-    times: list[float] = []
+    times: list[float] = []  # seconds per epoch, one per epoch run
+    bar = tqdm(total=num_epochs, desc=desc, unit="epoch", disable=not progress_enabled(progress))
+    own_callbacks, nan_guard = _course_callbacks(tf.keras, times, bar)
+    try:
+        keras_history = model.fit(
+            x, y, batch_size=batch_size, epochs=num_epochs, validation_data=validation_data,
+            shuffle=shuffle and not is_dataset, verbose=0, callbacks=[*own_callbacks, *(callbacks or [])],
+            **fit_kwargs,
+        )
+    finally:
+        bar.close()
+    _raise_if_loss_diverged(nan_guard, epochs_run=len(times))
+    return _to_history(keras_history.history, times)
+
+
+def _check_model(keras: Any, model: Any) -> None:
+    """Refuse anything but a compiled ``keras.Model``."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
+        raise ValueError("The Keras model is not compiled: call model.compile(optimizer=..., loss=...) first.")
+
+
+def _check_arrays(x: Any, y: Any) -> None:
+    """Refuse array inputs without ``y``, empty, of different lengths, or with NaN/inf values."""
+    import numpy as np
+
+    if y is None:
+        raise ValueError("y is required when x is an array (pass a tf.data.Dataset to omit it).")
+    if len(x) == 0:
+        raise ValueError("x is empty: pass at least one sample.")
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same number of samples, got {len(x)} and {len(y)}.")
+    if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(np.asarray(x)).all():
+        raise ValueError("x contains NaN or infinite values: impute or drop them before training.")
+    if np.issubdtype(np.asarray(y).dtype, np.floating) and not np.isfinite(np.asarray(y)).all():
+        raise ValueError("y contains NaN or infinite values: drop those samples or fill the targets first.")
+
+
+def _course_callbacks(keras: Any, times: list[float], bar: Any) -> tuple[list, Any]:
+    """The course's own callbacks (epoch timer into ``times``, progress ``bar``, NaN guard) and the NaN guard.
+
+    The guard stops training at the first non-finite batch loss and keeps ``(step, loss)`` in ``_bad``.
+    """
 
     class _Timer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -74,10 +104,6 @@ def fit_keras(
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             times.append(time.perf_counter() - self._start)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=num_epochs, desc=desc, unit="epoch", disable=not progress_enabled(progress))
 
     class _Progress(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
@@ -94,25 +120,25 @@ def fit_keras(
 
     nan_guard = _StopOnNaN()
     nan_guard._bad = None  # type: ignore[attr-defined]
-    try:
-        keras_history = model.fit(
-            x, y, batch_size=batch_size, epochs=num_epochs, validation_data=validation_data,
-            shuffle=shuffle and not is_dataset, verbose=0, callbacks=[_Timer(), _Progress(), nan_guard, *(callbacks or [])],
-            **fit_kwargs,
-        )
-    finally:
-        bar.close()
-    if nan_guard._bad is not None:  # type: ignore[attr-defined]
+    return [_Timer(), _Progress(), nan_guard], nan_guard
+
+
+def _raise_if_loss_diverged(nan_guard: Any, epochs_run: int) -> None:
+    """Raise NonFiniteLossError if the NaN guard stopped training."""
+    if nan_guard._bad is not None:
         from .training import NonFiniteLossError
 
-        step, loss = nan_guard._bad  # type: ignore[attr-defined]
+        step, loss = nan_guard._bad
         raise NonFiniteLossError(
-            f"The training loss became {loss} at epoch {len(times)}, step {step}. "
+            f"The training loss became {loss} at epoch {epochs_run}, step {step}. "
             f"Try a lower learning rate, gradient clipping (clipnorm=1.0 in the optimizer), "
             "or check the inputs for NaN/inf values."
         )
+
+
+def _to_history(logs: dict, times: list[float]) -> History:
+    """A course History from Keras' per-epoch logs (``learning_rate`` renamed ``lr``), plus ``epoch_time_s``."""
     history = History(framework="keras")
-    logs = keras_history.history
     for epoch in range(len(times)):
         record = {k: v[epoch] for k, v in logs.items() if epoch < len(v)}
         if "learning_rate" in record:
