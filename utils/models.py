@@ -424,34 +424,48 @@ class TinyGPT(nn.Module):
         if top_k is not None:
             top_k = min(check_int("top_k", top_k), self.config.vocab_size)
         use_cache = check_bool("use_cache", use_cache)
-        block_size = self.config.block_size
         was_training = self.training
         self.eval()
         try:
             cache: KVCache | None = None
             for _ in range(max_new_tokens):
-                if not use_cache:
-                    logits, _ = self(idx[:, -block_size:])
-                elif cache is None or cache[0][0].shape[2] >= block_size:
-                    # first step, or overflow: (re-)prefill the last block_size tokens
-                    logits, cache = self.forward_with_cache(idx[:, -block_size:])
-                else:
-                    logits, cache = self.forward_with_cache(idx[:, -1:], cache)
-                logits = logits[:, -1, :].float()
-                # Shift so the largest logit is 0 before dividing: a tiny temperature (1e-45) then sends the
-                # others to -inf (probability 0) instead of overflowing every logit to ±inf (NaN probabilities).
-                # (0 stays 0 where float32 cannot hold the temperature at all and 0 / 0 would be NaN.)
-                shifted = logits - logits.max(dim=-1, keepdim=True).values
-                logits = torch.where(shifted == 0, shifted, shifted / temperature)
-                if top_k == 1:  # greedy: no randomness at all
-                    next_id = logits.argmax(dim=-1, keepdim=True)
-                else:
-                    if top_k is not None:
-                        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]
-                        logits = logits.masked_fill(logits < kth, float("-inf"))
-                    probs = F.softmax(logits, dim=-1)
-                    next_id = torch.multinomial(probs, num_samples=1, generator=generator)
+                logits, cache = self._last_logits(idx, cache, use_cache)
+                next_id = _sample(logits, temperature, top_k, generator)
                 idx = torch.cat((idx, next_id), dim=1)
         finally:
             self.train(was_training)
         return idx
+
+    def _last_logits(self, idx: torch.Tensor, cache: KVCache | None,
+                     use_cache: bool) -> tuple[torch.Tensor, KVCache | None]:
+        """Float32 logits ``(B, vocab_size)`` for the token after ``idx``, and the updated cache.
+
+        Without the cache the last ``block_size`` tokens run through the model. With it, the first
+        step and every step after an overflow (re-)prefill the last ``block_size`` tokens; the
+        others feed only the newest token.
+        """
+        block_size = self.config.block_size
+        if not use_cache:
+            logits, _ = self(idx[:, -block_size:])
+        elif cache is None or cache[0][0].shape[2] >= block_size:
+            logits, cache = self.forward_with_cache(idx[:, -block_size:])
+        else:
+            logits, cache = self.forward_with_cache(idx[:, -1:], cache)
+        return logits[:, -1, :].float(), cache
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """One token id per row of ``logits`` ``(B, vocab)``: greedy for ``top_k=1``, else sampled from the
+    softmax of ``logits / temperature`` restricted to the ``top_k`` most likely tokens. Shape ``(B, 1)``."""
+    # Shift so the largest logit is 0 before dividing: a tiny temperature (1e-45) then sends the
+    # others to -inf (probability 0) instead of overflowing every logit to ±inf (NaN probabilities).
+    # (0 stays 0 where float32 cannot hold the temperature at all and 0 / 0 would be NaN.)
+    shifted = logits - logits.max(dim=-1, keepdim=True).values
+    logits = torch.where(shifted == 0, shifted, shifted / temperature)
+    if top_k == 1:  # greedy: no randomness at all
+        return logits.argmax(dim=-1, keepdim=True)
+    if top_k is not None:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
