@@ -197,9 +197,9 @@ def test_progress_is_quiet_under_ci(monkeypatch):
 
 def test_resolve_amp_auto_uses_bf16_on_cpu_only_with_native_support(monkeypatch):
     assert isinstance(utils.training.cpu_has_fast_bf16(), bool)
-    monkeypatch.setattr(utils.training, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(utils.precision, "cpu_has_fast_bf16", lambda: True)
     assert utils.training.resolve_amp("auto", torch.device("cpu")) == torch.bfloat16
-    monkeypatch.setattr(utils.training, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(utils.precision, "cpu_has_fast_bf16", lambda: False)
     assert utils.training.resolve_amp("auto", torch.device("cpu")) is None
     assert utils.training.resolve_amp("bf16", torch.device("cpu")) == torch.bfloat16
 

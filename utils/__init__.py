@@ -5,7 +5,9 @@ Importing ``utils`` never imports TensorFlow; the TensorFlow helpers load it on 
 Modules: ``device`` (devices, seeds, TF set-up, environment report), ``params`` (parameter
 counting), ``data`` (offline datasets and loaders), ``training`` / ``training_keras``
 (``fit``, ``evaluate``, ``fit_keras``), ``history``, ``metrics`` (accuracy, precision, recall, F1, confusion matrix),
-``plots``, ``widgets``, ``errata``, ``distributed`` (DDP under torchrun), ``models`` (``TinyGPT``, chapter 10),
+``plots``, ``widgets``, ``errata``, ``distributed`` (DDP and FSDP under torchrun);
+``fit`` is made of ``forward`` (one batch, checked), ``precision``, ``evaluation`` (``evaluate``, ``predict``),
+``early_stopping`` and ``checkpoint``; ``models`` (``TinyGPT``, chapter 10),
 ``text`` (training text classifiers; chapter 11 — imports ``transformers`` on first use) with ``encoders``
 (the pretrained MiniLM, ``embed_texts``), ``lora`` (LoRA adapters) and ``classifier`` (``TextClassifier``),
 ``cost`` (FLOPs, compute-optimal sizes, training memory, GPU-hours, serving cost; chapters 08, 16, 17), ``market`` (options,

@@ -33,7 +33,7 @@ from .encoders import (
     embed_texts,
 )
 from .lora import apply_lora
-from .training import _fsync_dir
+from .checkpoint import _fsync_dir
 
 __all__ = ["METHODS", "TextClassifier"]
 

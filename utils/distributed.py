@@ -9,6 +9,24 @@ With ``strategy="fsdp"`` ``fit`` shards the model instead (:func:`shard_model`, 
 ``fully_shard``) and checkpoints it with ``torch.distributed.checkpoint``
 (:func:`save_sharded_checkpoint`, :func:`load_sharded_checkpoint`).
 
+How ``fit`` trains under ``torchrun``. *Data parallel* (``strategy=None`` or ``"ddp"``): ``fit`` joins or
+creates the process group, wraps the model in ``DistributedDataParallel`` and rebuilds ``train_loader`` with
+a ``DistributedSampler``. Each process keeps the loader's ``batch_size``, so one step sees
+``world_size * batch_size`` samples: the same step as one process with that global batch. Training
+metrics are summed over all processes; every process evaluates the whole validation set (identical
+weights give identical values), so all processes return the same ``History``. Only rank 0 draws progress
+and writes the checkpoint; a resumed run restores rank 0's RNG states on every process.
+
+*Fully sharded* (``strategy="fsdp"``): the same data sharding and metrics, but each direct child of the
+model that holds parameters is one FSDP unit, then the root, so every rank keeps ``1/world_size`` of the
+weights, gradients and optimizer states; weights are all-gathered before each unit runs and gradients
+reduce-scattered after backward. ``amp`` becomes FSDP's ``MixedPrecisionPolicy`` (bf16 compute, float32
+gradient reduction and master weights; fp16 is refused). The optimizer must be given as a function
+``params -> optimizer``, since sharding replaces the parameters. The checkpoint is then a folder written
+collectively by ``torch.distributed.checkpoint`` (one shard file per rank; a new version is renamed into
+place and named in ``LATEST``, so a crash leaves the previous one); resume needs the same number of
+processes. After ``fit`` the model stays sharded: get full weights with :func:`full_state_dict` (on every rank).
+
 A notebook cannot be data-parallel itself (every process must run the same script), so a
 chapter writes a small script and launches it with :func:`run_torchrun`. A worker script
 ends with :func:`finish_worker`: a gloo worker whose sharded parameters are still alive at

@@ -67,7 +67,8 @@ from .encoders import (  # noqa: F401 - re-exported
     pretrained_model_dir,
 )
 from .lora import LoRALinear, apply_lora
-from .training import progress_enabled, resolve_amp
+from .precision import resolve_amp
+from .training import progress_enabled
 
 __all__ = [
     "METHODS",
