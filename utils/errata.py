@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import data_path, read_data_csv
+from .data import read_data_csv
 
 __all__ = ["load_errata", "show_errata", "ERRATA_COLUMNS", "ERRATA_KINDS"]
 
@@ -22,8 +22,6 @@ def load_errata(chapter: str | None = None) -> Any:
         >>> load_errata("02").columns.tolist()[:3]
         ['id', 'document', 'section']
     """
-    import pandas as pd
-
     frame = read_data_csv("errata.csv", dtype=str, keep_default_na=False)
     missing = set(ERRATA_COLUMNS) - set(frame.columns)
     if missing:
