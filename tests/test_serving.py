@@ -373,7 +373,7 @@ def test_dynamic_batcher_says_what_fn_must_return_when_it_returns_none():
 def test_arrival_schedule_is_seeded_and_stays_within_the_duration():
     import numpy as np
 
-    from utils.serving import _arrival_schedule
+    from utils.load_testing import _arrival_schedule
     poisson = _arrival_schedule(50.0, 2.0, "poisson", 7)
     np.testing.assert_array_equal(poisson, _arrival_schedule(50.0, 2.0, "poisson", 7))
     assert poisson[0] == 0.0 and (np.diff(poisson) >= 0).all() and poisson[-1] < 2.0
@@ -383,7 +383,7 @@ def test_arrival_schedule_is_seeded_and_stays_within_the_duration():
 
 
 def test_summarise_orders_latencies_by_send_time_and_counts_the_rest_as_errors():
-    from utils.serving import _summarise
+    from utils.load_testing import _summarise
     measured = {"latencies": [(0.2, 0.03), (0.0, 0.01), (0.1, 0.02)], "sent": 5, "errors": ["HTTP 503"] * 2,
                 "elapsed": 0.5, "lag": 0.001}
     result = _summarise(measured, True, 10.0, None)

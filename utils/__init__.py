@@ -13,8 +13,8 @@ counting), ``data`` (offline datasets and loaders), ``training`` / ``training_ke
 ``cost`` (FLOPs, compute-optimal sizes, training memory, GPU-hours, serving cost; chapters 08, 16, 17), ``market`` (options,
 demands, constrained ranking, crossover volumes; chapter 17),
 ``retrieval`` (``Retriever``: BM25, embedding and hybrid search; chapter 12), ``serving`` (``serve``: a
-local uvicorn server that always stops, ``DynamicBatcher`` and the open/closed-loop ``load_test``;
-chapter 15 — import it as ``utils.serving``), ``audit``
+local uvicorn server that always stops, ``DynamicBatcher``; with ``load_testing``, the open/closed-loop
+``load_test``; chapter 15 — import it as ``utils.serving``), ``audit``
 (the headings of the five documents and the audit table; chapter 19), ``alignment`` (response
 log-probabilities, SFT loss on response tokens, the DPO loss; chapter 20), ``audio`` (mel filterbank and
 log-mel spectrograms in NumPy; chapter 06).

@@ -30,7 +30,7 @@ import math
 import numbers
 from typing import Any
 
-from .data import data_path, read_data_csv
+from .data import read_data_csv
 
 __all__ = [
     "HOFFMANN_2022", "BESIROGLU_2024", "training_flops", "inference_flops", "compute_optimal",
