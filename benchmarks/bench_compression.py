@@ -348,7 +348,12 @@ def run_kv() -> list[dict]:
 
 
 def run() -> dict:
-    return {"models": run_models(), "kv": run_kv()}
+    """Both benchmarks at ``THREADS`` torch threads; the caller's thread count is restored afterwards."""
+    saved = torch.get_num_threads()
+    try:
+        return {"models": run_models(), "kv": run_kv()}
+    finally:
+        torch.set_num_threads(saved)
 
 
 def markdown(r: dict) -> str:

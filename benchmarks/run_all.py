@@ -93,6 +93,7 @@ def gpu_check_section() -> str:
 
 def main() -> None:
     started = time.perf_counter()
+    header = machine.header_markdown()  # before any benchmark changes a setting such as the thread count
     print("Training-loop overhead …", flush=True)
     training = bench_training.run_all()
     pairs = bench_training.run_pairs()
@@ -124,7 +125,7 @@ def main() -> None:
         "",
         "## Machine",
         "",
-        machine.header_markdown(),
+        header,
         "",
         "## 1. Chapters",
         "",
