@@ -63,6 +63,12 @@ def test_precision_fp16_gets_a_scaler_bf16_and_float32_do_not():
     assert Precision.for_run(None, cpu) == Precision(cpu, None, None, None)
 
 
+def test_precision_takes_a_device_name_and_refuses_other_devices():
+    assert Precision.for_run(None, "cpu").device == torch.device("cpu")
+    with pytest.raises(TypeError, match="torch.device"):
+        Precision.for_run(None, 0)
+
+
 def test_precision_under_fsdp_leaves_the_cast_to_fsdp_and_refuses_fp16():
     sharded = Precision.for_run("bf16", torch.device("cpu"), sharded=True)
     assert sharded.dtype == torch.bfloat16 and sharded.autocast_dtype is None

@@ -71,8 +71,13 @@ class Precision:
     scaler: torch.amp.GradScaler | None
 
     @classmethod
-    def for_run(cls, amp: str | None, device: torch.device, sharded: bool = False) -> "Precision":
+    def for_run(cls, amp: str | None, device: torch.device | str, sharded: bool = False) -> "Precision":
+        """The precision ``amp`` asks for on ``device`` (a ``torch.device`` or a name such as ``"cpu"``)."""
         check_bool("sharded", sharded)
+        if isinstance(device, str):
+            device = torch.device(device)
+        if not isinstance(device, torch.device):
+            raise TypeError(f"device must be a torch.device or a name such as 'cpu', got {type(device).__name__}")
         dtype = resolve_amp(amp, device)
         if sharded and dtype == torch.float16:
             raise ValueError("amp='fp16' with strategy='fsdp' is not supported (it would need a sharded gradient "
